@@ -1,0 +1,146 @@
+"""The `fleet` command: parses arguments, calls the stages, prints. No logic of its own lives here.
+
+Imports of the stages happen inside each command, so `fleet --help` stays fast and never imports modal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import CatalogInvalid, FleetError, Problem
+
+CATALOG_OPTION = click.option(
+    "--catalog",
+    "catalog_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("catalog"),
+    envvar="FLEET_CATALOG",
+    show_default=True,
+    help="Catalog directory (env FLEET_CATALOG).",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+
+
+class FleetGroup(click.Group):
+    """Funnels the user's mistakes into one `error: ...` line and exit code 1; bugs keep their traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CatalogInvalid as exc:
+            print_problems(exc.problems)
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except FleetError as exc:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="fleet")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Deploy a catalog of open LLMs as scale-to-zero vLLM endpoints on Modal."""
+    ctx.obj = {"verbose": verbose}
+
+
+def print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        click.echo(str(problem), err=True)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@CATALOG_OPTION
+@JSON_OPTION
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def validate(names: tuple[str, ...], catalog_dir: Path, as_json: bool, strict: bool) -> None:
+    """Check the catalog (or the NAMES given) and report every problem at once.
+
+    Exit 0 when valid, 1 when not (or on warnings with --strict), 2 on usage errors.
+
+    \b
+    Example:
+      fleet validate
+      fleet validate qwen3.6-27b --strict
+    """
+    from .catalog import check_catalog, select_problems
+
+    result = check_catalog(catalog_dir)
+    problems = select_problems(result, names)
+    errors = [p for p in problems if not p.warning or strict]
+    if as_json:
+        report = {"valid": not errors, "problems": [p.as_dict() for p in problems]}
+        click.echo(json.dumps(report, indent=2))
+    else:
+        print_problems(problems)
+        checked = len(names) if names else len(list(_model_files(catalog_dir)))
+        warnings = len(problems) - len([p for p in problems if not p.warning])
+        verdict = "invalid" if errors else "valid"
+        click.echo(f"{checked} model file(s) checked: {verdict}, {len(errors)} error(s), {warnings} warning(s)")
+    sys.exit(1 if errors else 0)
+
+
+def _model_files(directory: Path) -> Any:
+    return (p for p in directory.glob("*.yaml") if not p.name.startswith("_"))
+
+
+@main.command("list")
+@CATALOG_OPTION
+@JSON_OPTION
+def list_models(catalog_dir: Path, as_json: bool) -> None:
+    """Show the catalog as a table: model, GPU, snapshot, scaling.
+
+    \b
+    Example:
+      fleet list
+      fleet list --json
+    """
+    from .catalog import load_catalog
+
+    catalog = load_catalog(catalog_dir)
+    rows = [
+        {
+            "name": m.name,
+            "model": m.model_id,
+            "revision": m.revision,
+            "gpu": m.gpu_type,
+            "gpu_count": m.gpu_count,
+            "snapshot": m.snapshot,
+            "fast_boot": m.fast_boot,
+            "min_containers": m.scaling.min_containers,
+            "max_containers": m.scaling.max_containers,
+            "max_concurrent_requests": m.scaling.max_concurrent_requests,
+            "scaledown_window": m.scaling.scaledown_window,
+        }
+        for m in catalog.models
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [
+        [
+            r["name"],
+            r["model"],
+            f"{r['gpu']} x{r['gpu_count']}",
+            "on" if r["snapshot"] else "off",
+            f"{r['min_containers']}-{r['max_containers']} x{r['max_concurrent_requests']}, idle {r['scaledown_window']}s",
+        ]
+        for r in rows
+    ]
+    echo_table(["NAME", "MODEL", "GPU", "SNAPSHOT", "SCALING"], table)
+
+
+def echo_table(header: list[str], rows: list[list[str]], echo: Callable[[str], None] = click.echo) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    for row in [header, *rows]:
+        echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -1,0 +1,576 @@
+"""The container lifecycle of one vLLM engine, written once.
+
+Generated apps ship this file into the Modal image beside an import-free `fleet/__init__.py` and call it
+from their `@modal.enter` / `@modal.exit` hooks:
+
+    engine = runtime.Engine(runtime.EngineConfig(...))
+    engine.before_snapshot()   # enter(snap=True):  start, warm up, sleep; Modal snapshots after this
+    engine.after_restore()     # enter(snap=False): wake, confirm, one 1-token request
+    engine.stop()              # exit
+
+so it uses only the standard library.
+
+The supervisor loop: a deadline, a poll interval you can set, the process checked on every turn, a
+narrow set of expected exceptions, and on failure the command and the last log lines in the message.
+
+API keys never reach the command line or the log: one key goes to the engine through `VLLM_API_KEY` in
+its environment; several keys go through vLLM's `--config FILE` option, a 0600 YAML file that is deleted
+when the engine stops (vLLM expands it into `--api-key k1 k2` in memory). Every engine log line is
+redacted for the keys before it is echoed or kept.
+
+Errors:
+
+    RuntimeError
+    └── EngineError          the engine failed to start, warm up, sleep, wake, or died
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import http.client
+import json
+import os
+import secrets
+import shlex
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+
+# Without VLLM_SERVER_DEV_MODE the /sleep and /wake_up endpoints do not exist. Multi-threaded inductor
+# state does not survive snapshot/restore. CUDA cannot be re-initialised in a forked child.
+BASE_ENV: tuple[tuple[str, str], ...] = (
+    ("VLLM_SERVER_DEV_MODE", "1"),
+    ("TORCHINDUCTOR_COMPILE_THREADS", "1"),
+    ("VLLM_WORKER_MULTIPROC_METHOD", "spawn"),
+)
+
+LOG_TAIL_LINES = 100
+REQUEST_TIMEOUT = 300.0  # one warm-up / wake request; a first request may compile kernels
+CONTROL_TIMEOUT = 60.0  # /sleep, /wake_up, /is_sleeping
+REDACTED = "[REDACTED]"
+
+# VLLM_SERVER_DEV_MODE=1 opens these endpoints to anyone who reaches the port, with no API key (vLLM only
+# guards /v1, /v2, /inference, /cohere). DevEndpointGuard, loaded by vLLM through `--middleware`, refuses
+# them unless the request carries the runtime's control token, passed to the engine in its environment.
+DEV_PATHS = frozenset({
+    "/sleep", "/wake_up", "/is_sleeping", "/release_kv_cache_memory", "/collective_rpc", "/server_info",
+    "/reset_prefix_cache", "/reset_mm_cache", "/reset_encoder_cache",
+})
+CONTROL_TOKEN_ENV = "FLEET_CONTROL_TOKEN"
+CONTROL_HEADER = "X-Fleet-Control"
+GUARD_MIDDLEWARE = "fleet.runtime.DevEndpointGuard"
+
+# Expected while the server is coming up or going away; anything else is a bug and propagates.
+_NOT_READY = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError)
+
+
+class EngineError(RuntimeError):
+    """The engine failed; the message carries the command (no secrets) and the last log lines."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str  # HF repo id or local directory
+    served_model_name: str
+    revision: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8000
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    enable_sleep_mode: bool = False  # --enable-sleep-mode: CUDA/ROCm/XPU only, so False on CPU
+    multi_modal: bool = False  # warm-up also sends an image request
+    extra_args: tuple[str, ...] = ()  # the catalog's extra vLLM flags: a list, never a shell string
+    env: tuple[tuple[str, str], ...] = ()  # extra environment for the engine process
+    startup_timeout: float = 1200.0
+    poll_interval: float = 0.1
+    python: str = sys.executable  # started as [python, -m, vllm.entrypoints.openai.api_server, ...]
+    guard_dev_endpoints: bool = True  # /sleep, /wake_up, /collective_rpc... answer only the runtime
+
+    @property
+    def client_host(self) -> str:
+        """Where this machine reaches the engine: a wildcard bind address is reached on loopback."""
+        if self.host in ("", "0.0.0.0", "::"):
+            return "127.0.0.1"
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.client_host}:{self.port}"
+
+
+def keys_from_env(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
+    """API keys from `VLLM_API_KEY`; several may be given comma-separated."""
+    value = (os.environ if environ is None else environ).get("VLLM_API_KEY", "")
+    return [key.strip() for key in value.split(",") if key.strip()]
+
+
+def _stdout_log(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class Engine:
+    """One `vllm serve` process: start, warm up, sleep, wake, stop."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        api_keys: Sequence[str] | None = None,
+        log: Callable[[str], None] = _stdout_log,
+    ) -> None:
+        self.config = config
+        keys = keys_from_env() if api_keys is None else [k for k in api_keys if k]
+        for key in keys:
+            if any(ch.isspace() for ch in key) or "," in key:
+                raise ValueError("an API key must not contain whitespace or commas")
+        self._keys: tuple[str, ...] = tuple(keys)
+        self._log = log
+        self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._tail_lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._keys_file: str | None = None
+        if len(self._keys) > 1:
+            # Named now so that command() is the exact argv; created (0600, exclusive) only by start().
+            name = f"fleet-vllm-keys-{secrets.token_hex(8)}.yaml"
+            self._keys_file = os.path.join(tempfile.gettempdir(), name)
+        self._control_token = secrets.token_urlsafe(32)
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    # -- command and environment -------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        """The exact argv of the engine: safe to log, it holds no key."""
+        c = self.config
+        argv = [c.python, "-m", ENGINE_MODULE, "--model", c.model, "--served-model-name", c.served_model_name]
+        if c.revision:
+            argv += ["--revision", c.revision]
+        argv += ["--host", c.host, "--port", str(c.port), "--tensor-parallel-size", str(c.tensor_parallel_size)]
+        if c.gpu_memory_utilization is not None:
+            argv += ["--gpu-memory-utilization", str(c.gpu_memory_utilization)]
+        if c.max_model_len is not None:
+            argv += ["--max-model-len", str(c.max_model_len)]
+        if c.enforce_eager:
+            argv.append("--enforce-eager")
+        if c.enable_sleep_mode:
+            argv.append("--enable-sleep-mode")
+        argv += list(c.extra_args)
+        if c.guard_dev_endpoints:
+            argv += ["--middleware", GUARD_MIDDLEWARE]
+        if self._keys_file:
+            argv += ["--config", self._keys_file]
+        return argv
+
+    def environment(self) -> dict[str, str]:
+        """The engine's environment (holds the key when there is exactly one)."""
+        env = dict(os.environ)
+        env.pop("VLLM_API_KEY", None)
+        env.update(BASE_ENV)
+        env.update(self.config.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop(CONTROL_TOKEN_ENV, None)
+        if self.config.guard_dev_endpoints:
+            env[CONTROL_TOKEN_ENV] = self._control_token
+            # The engine imports the guard from this very package, whichever interpreter runs it.
+            here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+        if len(self._keys) == 1:
+            env["VLLM_API_KEY"] = self._keys[0]
+        return env
+
+    def _write_keys_file(self) -> None:
+        assert self._keys_file
+        # JSON strings are valid YAML double-quoted scalars, so no YAML library is needed.
+        body = "api-key:\n" + "".join(f"  - {json.dumps(k)}\n" for k in self._keys)
+        fd = os.open(self._keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+
+    def _remove_keys_file(self) -> None:
+        if self._keys_file:
+            try:
+                os.unlink(self._keys_file)
+            except FileNotFoundError:
+                pass
+
+    # -- logs ----------------------------------------------------------------------------------------------
+
+    def _redact(self, line: str) -> str:
+        for key in (*self._keys, self._control_token):
+            line = line.replace(key, REDACTED)
+        return line
+
+    def _pump(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            line = self._redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            with self._tail_lock:
+                self._tail.append(line)
+            try:
+                self._log(line)
+            except Exception:  # a broken log sink must not stop the pipe being drained
+                pass
+        stream.close()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
+        """The last engine log lines (already redacted)."""
+        with self._tail_lock:
+            return list(self._tail)[-lines:]
+
+    def _error(self, what: str, tail: int = 40) -> EngineError:
+        if self._reader is not None and (self._process is None or self._process.poll() is not None):
+            self._reader.join(timeout=2.0)  # let the last lines of a dead engine arrive
+        lines = self.log_tail(tail)
+        body = "\n".join("  " + line for line in lines) if lines else "  (no output)"
+        return EngineError(f"{what}\ncommand: {shlex.join(self.command())}\nlast {len(lines)} log lines:\n{body}")
+
+    # -- process -------------------------------------------------------------------------------------------
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._process
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _check_running(self, doing: str) -> None:
+        if self._process is None:
+            raise EngineError(f"engine not started (while {doing})")
+        code = self._process.poll()
+        if code is not None:
+            raise self._error(f"vLLM exited with code {code} while {doing}")
+
+    def start(self) -> None:
+        """Spawn the engine and return once `/health` answers 200; fail at once if the process exits."""
+        if self._process is not None:
+            raise EngineError("engine already started")
+        c = self.config
+        if self._keys_file:
+            self._write_keys_file()
+        argv = self.command()
+        self._log(f"[fleet] starting vLLM: {shlex.join(argv)}")
+        t0 = time.monotonic()
+        try:
+            self._process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,  # own process group: stop() reaches every worker
+            )
+        except OSError as e:
+            self._remove_keys_file()
+            raise EngineError(f"cannot start vLLM: {e}\ncommand: {shlex.join(argv)}") from e
+        self._reader = threading.Thread(target=self._pump, args=(self._process.stdout,), daemon=True)
+        self._reader.start()
+        self._wait_healthy(t0 + c.startup_timeout, "starting")
+        self._log(f"[fleet] vLLM ready in {time.monotonic() - t0:.1f}s")
+
+    def _wait_healthy(self, deadline: float, doing: str) -> None:
+        c = self.config
+        assert self._process is not None
+        while True:
+            self._check_running(doing)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._error(f"vLLM not healthy after {c.startup_timeout:.0f}s while {doing}")
+            try:
+                status, _ = self._request("GET", "/health", timeout=max(0.1, min(remaining, 10.0)))
+                if status == 200:
+                    return
+            except _NOT_READY:
+                pass
+            try:  # waiting on the process instead of sleeping notices an exit at once
+                self._process.wait(timeout=min(c.poll_interval, max(0.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                pass
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Terminate the whole process group (and any stray descendant); kill what is left after `grace`."""
+        proc = self._process
+        try:
+            if proc is not None:
+                _terminate_tree(proc, grace)
+                if self._reader is not None:
+                    self._reader.join(timeout=5.0)
+        finally:
+            self._remove_keys_file()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- HTTP ----------------------------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = CONTROL_TIMEOUT
+    ) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self._keys:
+            headers["Authorization"] = f"Bearer {self._keys[0]}"
+        if self.config.guard_dev_endpoints:
+            headers[CONTROL_HEADER] = self._control_token
+        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        req = urllib.request.Request(self.config.base_url + path, data=data, headers=headers, method=method)
+        try:
+            with self._opener.open(req, timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            with e:
+                return e.code, e.read()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *, doing: str,
+              timeout: float = CONTROL_TIMEOUT) -> bytes:
+        """One request that must answer 200, else an EngineError with the log tail."""
+        self._check_running(doing)
+        try:
+            status, payload = self._request(method, path, body, timeout=timeout)
+        except _NOT_READY as e:
+            raise self._error(f"{method} {path} failed while {doing}: {e!r}") from e
+        if status != 200:
+            raise self._error(f"{method} {path} answered {status} while {doing}: {payload[:300]!r}")
+        return payload
+
+    def _is_sleeping(self, doing: str) -> bool:
+        payload = self._call("GET", "/is_sleeping", doing=doing)
+        try:
+            value = json.loads(payload)["is_sleeping"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise self._error(f"GET /is_sleeping gave {payload[:200]!r} while {doing}") from e
+        if not isinstance(value, bool):
+            raise self._error(f"GET /is_sleeping gave {payload[:200]!r} while {doing}")
+        return value
+
+    def _chat(self, content: Any, *, max_tokens: int, stream: bool = False, doing: str) -> None:
+        body = {
+            "model": self.config.served_model_name,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": stream,
+        }
+        payload = self._call("POST", "/v1/chat/completions", body, doing=doing, timeout=REQUEST_TIMEOUT)
+        if stream:
+            if b"data: [DONE]" not in payload:
+                raise self._error(f"streamed chat completion did not finish while {doing}: {payload[-300:]!r}")
+        else:
+            try:
+                json.loads(payload)["choices"][0]
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                raise self._error(f"chat completion gave {payload[:300]!r} while {doing}") from e
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Chat requests through the real path (plain, longer, streamed; an image if multi-modal)."""
+        t0 = time.monotonic()
+        self._chat("Hello!", max_tokens=8, doing="warming up")
+        self._chat("Write a short story about a lighthouse keeper. " * 8, max_tokens=32, doing="warming up")
+        self._chat("Count from one to ten.", max_tokens=16, stream=True, doing="warming up")
+        if self.config.multi_modal:
+            image = {"type": "image_url", "image_url": {"url": _png_data_url()}}
+            text = {"type": "text", "text": "Describe this image."}
+            self._chat([image, text], max_tokens=8, doing="warming up (image)")
+        self._log(f"[fleet] warm-up done in {time.monotonic() - t0:.1f}s")
+
+    def sleep(self, level: int = 1) -> None:
+        """`POST /sleep?level=N`, then confirm `GET /is_sleeping` is true."""
+        self._call("POST", f"/sleep?level={level}", doing="going to sleep")
+        if not self._is_sleeping("confirming sleep"):
+            raise self._error("vLLM answered /sleep but /is_sleeping is false")
+        self._log(f"[fleet] vLLM asleep (level {level})")
+
+    def wake(self) -> None:
+        """`POST /wake_up`, confirm awake, then a 1-token request: any failure raises (die, don't serve errors)."""
+        t0 = time.monotonic()
+        self._call("POST", "/wake_up", doing="waking up")
+        if self._is_sleeping("confirming wake-up"):
+            raise self._error("vLLM answered /wake_up but /is_sleeping is still true")
+        # A 1-token request right after waking cuts the first user request's latency (vLLM blog).
+        self._chat("Hi", max_tokens=1, doing="checking after wake-up")
+        self._log(f"[fleet] vLLM awake in {time.monotonic() - t0:.2f}s")
+
+    def before_snapshot(self) -> None:
+        """`@modal.enter(snap=True)`: start, warm up, sleep."""
+        self._stop_on_error(self.start, self.warm_up, self.sleep)
+
+    def after_restore(self) -> None:
+        """`@modal.enter(snap=False)`: wake."""
+        self._stop_on_error(self.wake)
+
+    def serve(self) -> None:
+        """Snapshots off: start and warm up."""
+        self._stop_on_error(self.start, self.warm_up)
+
+    def _stop_on_error(self, *steps: Callable[[], None]) -> None:
+        try:
+            for step in steps:
+                step()
+        except BaseException:
+            self.stop(grace=5.0)
+            raise
+
+
+# -- the guard, run inside the engine ----------------------------------------------------------------------
+
+
+class DevEndpointGuard:
+    """ASGI middleware for vLLM (`--middleware fleet.runtime.DevEndpointGuard`): the development endpoints
+    answer 403 unless the request carries the control token from the engine's environment."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._token = os.environ.get(CONTROL_TOKEN_ENV, "").encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
+            if path in DEV_PATHS and not self._allowed(scope):
+                body = b'{"error":"Forbidden"}'
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: dict[str, Any]) -> bool:
+        if not self._token:
+            return False
+        header = CONTROL_HEADER.lower().encode()
+        given = next((v for k, v in scope.get("headers", []) if k.lower() == header), b"")
+        return secrets.compare_digest(given, self._token)
+
+
+# -- process tree --------------------------------------------------------------------------------------------
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return children
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces or parentheses: fields start after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        children[int(fields[1])].append(int(entry))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (Linux /proc; empty elsewhere)."""
+    tree = _children_map()
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_all(pgid: int, pids: list[int], sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _live(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"  # a zombie awaits its reaper: dead
+    except (OSError, IndexError):
+        return False
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    members.append(int(entry))
+            except OSError:
+                pass
+    return members
+
+
+def _alive(pgid: int, pids: list[int]) -> bool:
+    """Is anything left of the group or of the descendants seen (which may have left the group)?"""
+    if not os.path.isdir("/proc"):
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    return any(_live(p) for p in [*_group_members(pgid), *pids])
+
+
+def _terminate_tree(proc: subprocess.Popen[bytes], grace: float) -> None:
+    pgid = proc.pid  # start_new_session: the leader's pid is the group id
+    pids = descendants(proc.pid) if proc.poll() is None else []
+    _signal_all(pgid, pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()
+        pids += [p for p in descendants(proc.pid) if p not in pids] if proc.returncode is None else []
+        if not _alive(pgid, pids):
+            break
+        time.sleep(0.05)
+    else:
+        _signal_all(pgid, pids, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while _alive(pgid, pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    try:
+        proc.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- warm-up image -------------------------------------------------------------------------------------------
+
+
+def _png_data_url(size: int = 64) -> str:
+    """A plain grey PNG as a data URL, built without an imaging library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)  # 8-bit RGB
+    rows = b"".join(b"\x00" + b"\x80\x80\x80" * size for _ in range(size))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return "data:image/png;base64," + base64.b64encode(png).decode()

@@ -1,0 +1,139 @@
+"""The typed form of a validated catalog: what every later stage reads (never the raw YAML dicts)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Usable memory per GPU in GB, for the "weights fit" warning (Modal's GPU pages).
+GPU_MEMORY_GB: dict[str, int] = {
+    "T4": 16,
+    "L4": 24,
+    "A10": 24,
+    "L40S": 48,
+    "A100": 40,
+    "A100-40GB": 40,
+    "A100-80GB": 80,
+    "RTX-PRO-6000": 96,
+    "H100": 80,
+    "H100!": 80,
+    "H200": 141,
+    "B200": 180,
+    "B200+": 180,
+}
+MAX_GPUS_PER_CONTAINER: dict[str, int] = {"A10": 4}
+DEFAULT_MAX_GPUS = 8
+BYTES_PER_PARAM: dict[str, float] = {
+    "fp32": 4,
+    "bf16": 2,
+    "fp16": 2,
+    "fp8": 1,
+    "int8": 1,
+    "int4": 0.5,
+    "nvfp4": 0.5,
+}
+WEB_PORT = 8000
+PINNED_REVISION = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """catalog/_fleet.yaml: what every app of the fleet shares."""
+
+    prefix: str
+    environment: str | None
+    vllm_version: str
+    hf_cache_volume: str
+    vllm_cache_volume: str
+    api_key_secret: str
+    hf_token_secret: str
+    file: str = "catalog/_fleet.yaml"
+
+
+@dataclass(frozen=True)
+class Scaling:
+    scaledown_window: int
+    min_containers: int
+    max_containers: int
+    max_concurrent_requests: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalog entry after defaults and validation."""
+
+    name: str
+    file: str  # as shown to the user, e.g. catalog/qwen3.6-27b.yaml
+    description: str
+    model_id: str
+    revision: str
+    max_model_len: int | None
+    multi_modal: bool
+    gated: bool
+    gpu_type: str
+    gpu_count: int
+    memory_utilization: float
+    vllm_args: tuple[str, ...]
+    fast_boot: bool
+    env: tuple[tuple[str, str], ...]
+    snapshot: bool
+    scaling: Scaling
+    startup_timeout: int
+    request_timeout: int
+    settings: Settings = field(repr=False, compare=False)
+    params_b: float | None = None
+    dtype: str | None = None
+    weights_gb: float | None = None
+
+    @property
+    def app_name(self) -> str:
+        return f"{self.settings.prefix}-{self.name}"
+
+    @property
+    def label(self) -> str:
+        """The web endpoint's URL label: DNS-safe, so dots become dashes."""
+        return self.app_name.replace(".", "-")
+
+    @property
+    def gpu(self) -> str:
+        return f"{self.gpu_type}:{self.gpu_count}"
+
+    @property
+    def class_name(self) -> str:
+        """A Python class name per model, e.g. qwen3.6-27b -> Qwen3_6_27b (its own snapshot class)."""
+        words = re.split(r"[^A-Za-z0-9]+", self.name)
+        name = "_".join(w for w in words if w)
+        return name[:1].upper() + name[1:] if name[:1].isalpha() else f"M{name}"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        names = [self.settings.api_key_secret]
+        if self.gated:
+            names.append(self.settings.hf_token_secret)
+        return tuple(names)
+
+    @property
+    def revision_pinned(self) -> bool:
+        return bool(PINNED_REVISION.match(self.revision))
+
+    def weight_bytes(self) -> float | None:
+        """Estimated size of the weights, or None when the entry does not say enough."""
+        if self.weights_gb is not None:
+            return self.weights_gb * 1e9
+        if self.params_b is not None and self.dtype is not None:
+            return self.params_b * 1e9 * BYTES_PER_PARAM[self.dtype]
+        return None
+
+    def usable_gpu_bytes(self) -> float:
+        return GPU_MEMORY_GB[self.gpu_type] * 1e9 * self.gpu_count * self.memory_utilization
+
+
+@dataclass(frozen=True)
+class Catalog:
+    directory: Path
+    settings: Settings
+    models: tuple[ModelSpec, ...]
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
