@@ -144,3 +144,50 @@ def echo_table(header: list[str], rows: list[list[str]], echo: Callable[[str], N
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
     for row in [header, *rows]:
         echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def selection(names: tuple[str, ...], all_models: bool, *, required: bool) -> tuple[str, ...]:
+    """NAMES or --all (not both); when `required`, one of them must be given."""
+    if names and all_models:
+        raise click.UsageError("give model NAMES or --all, not both")
+    if required and not names and not all_models:
+        raise click.UsageError("name the models to act on, or pass --all")
+    return names
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_models", is_flag=True, help="Every model in the catalog (the default).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("build/apps"),
+    show_default=True,
+    help="Where the generated apps are written.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file on disk differs from the catalog.")
+@CATALOG_OPTION
+def render(names: tuple[str, ...], all_models: bool, out_dir: Path, check: bool, catalog_dir: Path) -> None:
+    """Generate one Modal app per model (build/apps/<prefix>_<name>.py).
+
+    \b
+    Example:
+      fleet render --all
+      fleet render qwen3.6-27b --out /tmp/apps
+      fleet render --check        # in CI: is build/apps up to date?
+    """
+    from .catalog import load_catalog, select
+    from .errors import display_path
+    from .render import render_all, stale_files, write_apps
+
+    catalog = load_catalog(catalog_dir)
+    apps = render_all(select(catalog, selection(names, all_models, required=False)))
+    if check:
+        stale = stale_files(apps, out_dir)
+        for path in stale:
+            click.echo(f"{display_path(path)}: out of date (run `fleet render`)", err=True)
+        click.echo(f"{len(apps) - len(stale)} of {len(apps)} rendered app(s) up to date")
+        sys.exit(1 if stale else 0)
+    for path in write_apps(apps, out_dir):
+        click.echo(f"wrote {display_path(path)}")

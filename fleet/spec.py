@@ -96,6 +96,11 @@ class ModelSpec:
         return self.app_name.replace(".", "-")
 
     @property
+    def module_name(self) -> str:
+        """The rendered file's module name: importable inside the container, so no '.' or '-'."""
+        return re.sub(r"[^A-Za-z0-9_]", "_", self.app_name)
+
+    @property
     def gpu(self) -> str:
         return f"{self.gpu_type}:{self.gpu_count}"
 
@@ -124,6 +129,24 @@ class ModelSpec:
         if self.params_b is not None and self.dtype is not None:
             return self.params_b * 1e9 * BYTES_PER_PARAM[self.dtype]
         return None
+
+    def engine_options(self) -> dict[str, object]:
+        """Keyword arguments of `runtime.EngineConfig` for this model, in the order they are rendered."""
+        return {
+            "model": self.model_id,
+            "served_model_name": self.name,
+            "revision": self.revision,
+            "port": WEB_PORT,
+            "tensor_parallel_size": self.gpu_count,
+            "gpu_memory_utilization": self.memory_utilization,
+            "max_model_len": self.max_model_len,
+            "enforce_eager": self.fast_boot,
+            "enable_sleep_mode": self.snapshot,
+            "multi_modal": self.multi_modal,
+            "extra_args": self.vllm_args,
+            "env": self.env,
+            "startup_timeout": float(self.startup_timeout),
+        }
 
     def usable_gpu_bytes(self) -> float:
         return GPU_MEMORY_GB[self.gpu_type] * 1e9 * self.gpu_count * self.memory_utilization
