@@ -58,7 +58,10 @@ def parse_yaml(text: str) -> YamlDoc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         column = f", column {mark.column + 1}" if mark else ""
-        raise YamlError(line, f"YAML syntax error{column}: {exc.problem or exc.context}") from None
+        context = ""
+        if exc.problem and exc.context and exc.context_mark:
+            context = f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        raise YamlError(line, f"YAML syntax error{column}: {exc.problem or exc.context}{context}") from None
     except yaml.YAMLError as exc:  # e.g. more than one document in the stream
         raise YamlError(1, f"YAML error: {exc}") from None
     if node is None:
