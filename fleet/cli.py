@@ -191,3 +191,155 @@ def render(names: tuple[str, ...], all_models: bool, out_dir: Path, check: bool,
         sys.exit(1 if stale else 0)
     for path in write_apps(apps, out_dir):
         click.echo(f"wrote {display_path(path)}")
+
+
+ENV_OPTION = click.option("--env", "environment", default=None, help="Modal environment (default: _fleet.yaml's).")
+NAMES_ARGUMENTS = [
+    click.argument("names", nargs=-1),
+    click.option("--all", "all_models", is_flag=True, help="Every model in the catalog."),
+]
+
+
+def with_names(function: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed(NAMES_ARGUMENTS):
+        function = decorator(function)
+    return function
+
+
+def _rendered(catalog_dir: Path, names: tuple[str, ...], out_dir: Path) -> tuple[Any, list[Any]]:
+    """Validate, select and render: everything that happens before Modal is touched."""
+    from .catalog import load_catalog, select
+    from .render import render_all, write_apps
+
+    catalog = load_catalog(catalog_dir)
+    apps = render_all(select(catalog, names))
+    write_apps(apps, out_dir)
+    return catalog, apps
+
+
+def _client(catalog: Any, environment: str | None) -> Any:
+    from .modal_api import ModalClient
+
+    client = ModalClient(environment or catalog.settings.environment)
+    client.require_credentials()
+    return client
+
+
+@main.command()
+@with_names
+@ENV_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def plan(names: tuple[str, ...], all_models: bool, environment: str | None, catalog_dir: Path, as_json: bool) -> None:
+    """Compare the catalog with Modal: new, changed, unchanged, orphaned.
+
+    \b
+    Example:
+      fleet plan --all
+      fleet plan qwen3-4b
+    """
+    from .deploy import make_plan
+
+    selection(names, all_models, required=False)
+    catalog, apps = _rendered(catalog_dir, names, Path("build/apps"))
+    items = make_plan(apps, _client(catalog, environment).deployed_apps(), include_orphans=not names)
+    if as_json:
+        click.echo(json.dumps([{"name": i.name, "app": i.app_name, "action": i.action.value} for i in items], indent=2))
+        return
+    echo_table(["NAME", "APP", "ACTION"], [[i.name, i.app_name, i.action.value] for i in items])
+
+
+@main.command()
+@with_names
+@click.option("--parallel", default=4, show_default=True, type=click.IntRange(1, 32), help="Deploys at once.")
+@click.option("--force", is_flag=True, help="Redeploy unchanged apps too (throws their snapshots away).")
+@click.option("--dry-run", is_flag=True, help="Validate, render and show the plan; deploy nothing. No account needed.")
+@click.option("--skip-weights", is_flag=True, help="Do not pre-download weights into the shared cache.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("build/apps"),
+    show_default=True,
+    help="Where the generated apps are written.",
+)
+@ENV_OPTION
+@CATALOG_OPTION
+def deploy(
+    names: tuple[str, ...],
+    all_models: bool,
+    parallel: int,
+    force: bool,
+    dry_run: bool,
+    skip_weights: bool,
+    out_dir: Path,
+    environment: str | None,
+    catalog_dir: Path,
+) -> None:
+    """Deploy models to Modal: validate, render, then deploy new and changed apps in parallel.
+
+    Unchanged apps are skipped (a redeploy throws their GPU snapshot away) unless --force.
+
+    \b
+    Example:
+      fleet deploy --all --dry-run
+      fleet deploy --all --parallel 8
+      fleet deploy qwen3.6-27b --force
+    """
+    from .deploy import apply_plan, make_plan, secrets_needed
+
+    selection(names, all_models, required=True)
+    catalog, apps = _rendered(catalog_dir, names, out_dir)
+    if dry_run:
+        _print_dry_run(apps, out_dir)
+        return
+    client = _client(catalog, environment)
+    missing = client.missing_secrets(secrets_needed([a.spec for a in apps]))
+    if missing:
+        raise FleetError(_missing_secrets_message(missing, catalog.settings))
+    items = make_plan(apps, client.deployed_apps(), include_orphans=False)
+
+    def progress(name: str, message: str) -> None:
+        click.echo(f"[{name}] {message}")
+
+    outcomes = apply_plan(
+        items, client, out_dir, force=force, parallel=parallel, fetch_weights=not skip_weights, progress=progress
+    )
+    click.echo()
+    rows = [
+        [o.item.name, o.item.action.value, o.result, f"{o.seconds:.1f}s", o.url or o.error or ""] for o in outcomes
+    ]
+    echo_table(["NAME", "ACTION", "RESULT", "TIME", "URL / ERROR"], rows)
+    failed = [o for o in outcomes if o.failed]
+    deployed = len([o for o in outcomes if o.result == "deployed"])
+    skipped = len([o for o in outcomes if o.result == "skipped"])
+    click.echo(f"\n{deployed} deployed, {skipped} unchanged (skipped), {len(failed)} failed")
+    for outcome in failed:
+        click.echo(f"error: {outcome.item.name}: {outcome.error}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+def _print_dry_run(apps: list[Any], out_dir: Path) -> None:
+    from .errors import display_path
+
+    click.echo(f"Dry run: {len(apps)} app(s) rendered into {display_path(out_dir)}; nothing deployed.")
+    rows = [
+        [
+            a.spec.name,
+            a.spec.app_name,
+            f"{a.spec.gpu_type} x{a.spec.gpu_count}",
+            "on" if a.spec.snapshot else "off",
+            ", ".join(a.spec.secrets),
+            a.spec_hash,
+        ]
+        for a in apps
+    ]
+    echo_table(["NAME", "APP", "GPU", "SNAPSHOT", "SECRETS", "SPEC HASH"], rows)
+    click.echo("Run `fleet plan --all` with Modal credentials to see which apps are new, changed or unchanged.")
+
+
+def _missing_secrets_message(missing: list[str], settings: Any) -> str:
+    variable = {settings.api_key_secret: "VLLM_API_KEY=<key>", settings.hf_token_secret: "HF_TOKEN=<token>"}
+    lines = [f"missing Modal secret(s): {', '.join(missing)}; nothing was deployed. Create them with:"]
+    lines += [f"  modal secret create {name} {variable.get(name, 'KEY=<value>')}" for name in missing]
+    return "\n".join(lines)

