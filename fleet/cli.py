@@ -208,10 +208,14 @@ def with_names(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def _rendered(catalog_dir: Path, names: tuple[str, ...], out_dir: Path) -> tuple[Any, list[Any]]:
     """Validate, select and render: everything that happens before Modal is touched."""
-    from .catalog import load_catalog, select
+    from .catalog import check_catalog, select
     from .render import render_all, write_apps
 
-    catalog = load_catalog(catalog_dir)
+    result = check_catalog(catalog_dir)
+    if result.errors or result.catalog is None:
+        raise CatalogInvalid(result.problems)
+    print_problems(result.warnings)
+    catalog = result.catalog
     apps = render_all(select(catalog, names))
     write_apps(apps, out_dir)
     return catalog, apps
@@ -343,3 +347,124 @@ def _missing_secrets_message(missing: list[str], settings: Any) -> str:
     lines = [f"missing Modal secret(s): {', '.join(missing)}; nothing was deployed. Create them with:"]
     lines += [f"  modal secret create {name} {variable.get(name, 'KEY=<value>')}" for name in missing]
     return "\n".join(lines)
+
+
+@main.command()
+@ENV_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
+    """Per model: deployed or not, in sync with the catalog or not, URL, GPU, last deploy.
+
+    \b
+    Example:
+      fleet status
+      fleet status --json
+    """
+    from .deploy import Action, make_plan
+
+    catalog, apps = _rendered(catalog_dir, (), Path("build/apps"))
+    client = _client(catalog, environment)
+    items = make_plan(apps, client.deployed_apps(), include_orphans=True)
+    rows = []
+    for item in items:
+        spec = item.rendered.spec if item.rendered else None
+        deployed = item.deployed
+        rows.append(
+            {
+                "name": item.name,
+                "app": item.app_name,
+                "deployed": deployed is not None,
+                "in_sync": item.action is Action.UNCHANGED,
+                "state": {"new": "not deployed", "changed": "out of date", "unchanged": "in sync"}.get(
+                    item.action.value, "orphaned"
+                ),
+                "url": client.web_url(item.app_name, spec.class_name) if deployed and spec else None,
+                "gpu": f"{spec.gpu_type}:{spec.gpu_count}" if spec else None,
+                "deployed_at": deployed.deployed_at.isoformat(timespec="seconds")
+                if deployed and deployed.deployed_at
+                else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [[r["name"], r["state"], r["gpu"] or "", r["deployed_at"] or "", r["url"] or ""] for r in rows]
+    echo_table(["NAME", "STATE", "GPU", "DEPLOYED AT", "URL"], table)
+
+
+@main.command()
+@ENV_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def endpoints(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
+    """The OpenAI base URL and model name of each deployed model, ready to hand to a team.
+
+    \b
+    Example:
+      fleet endpoints
+      fleet endpoints --json > endpoints.json
+    """
+    catalog, apps = _rendered(catalog_dir, (), Path("build/apps"))
+    client = _client(catalog, environment)
+    deployed = client.deployed_apps()
+    rows = []
+    for app in apps:
+        if app.spec.app_name not in deployed:
+            continue
+        url = client.web_url(app.spec.app_name, app.spec.class_name)
+        rows.append({"name": app.spec.name, "base_url": f"{url}/v1" if url else None, "model": app.spec.name})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no model of the catalog is deployed: run `fleet deploy --all`")
+        return
+    echo_table(["NAME", "BASE URL", "MODEL"], [[r["name"], r["base_url"] or "", r["model"]] for r in rows])
+    click.echo(f"API key: the value of VLLM_API_KEY in the Modal secret '{catalog.settings.api_key_secret}'")
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--orphans", is_flag=True, help="Stop every fleet app that is no longer in the catalog.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@ENV_OPTION
+@CATALOG_OPTION
+def destroy(names: tuple[str, ...], orphans: bool, yes: bool, environment: str | None, catalog_dir: Path) -> None:
+    """Stop deployed apps (by model NAME, or every orphan). Their snapshots are lost.
+
+    \b
+    Example:
+      fleet destroy qwen3-4b
+      fleet destroy --orphans --yes
+    """
+    from .catalog import load_catalog, select
+    from .deploy import Action, make_plan
+    from .render import render_all
+
+    if bool(names) == orphans:
+        raise click.UsageError("give model NAMES or --orphans (one of them)")
+    catalog = load_catalog(catalog_dir)
+    client = _client(catalog, environment)
+    deployed = client.deployed_apps()
+    if orphans:
+        items = make_plan(render_all(list(catalog.models)), deployed, include_orphans=True)
+        targets = [i.app_name for i in items if i.action is Action.ORPHANED]
+    else:
+        targets = [spec.app_name for spec in select(catalog, names) if spec.app_name in deployed]
+    if not targets:
+        click.echo("nothing to stop")
+        return
+    if not yes:
+        click.confirm(f"Stop {', '.join(targets)}? Their endpoints and snapshots go away", abort=True)
+    failed = []
+    for app_name in targets:
+        try:
+            client.stop(app_name)
+            click.echo(f"stopped {app_name}")
+        except Exception as exc:  # noqa: BLE001 - report each app, stop the others anyway
+            from .modal_api import describe_error
+
+            failed.append(app_name)
+            click.echo(f"error: {app_name}: {describe_error(exc)}", err=True)
+    sys.exit(1 if failed else 0)
