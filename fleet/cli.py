@@ -42,6 +42,14 @@ class FleetGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except Exception as exc:
+            # Modal's own errors (not found, auth, server) are the user's to read, not a traceback.
+            if not type(exc).__module__.startswith(("modal.", "grpclib.")) or (ctx.obj and ctx.obj.get("verbose")):
+                raise
+            from .modal_api import describe_error
+
+            click.echo(f"error: Modal: {describe_error(exc)}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 
 from .modal_api import DeployedApp, ModalClient, describe_error
-from .render import TAG_CATALOG_FILE, TAG_MANAGED, TAG_SPEC_HASH, RenderedApp
+from .render import TAG_SPEC_HASH, RenderedApp, app_tags
 from .spec import ModelSpec
 
 Progress = Callable[[str, str], None]
@@ -52,10 +52,6 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return self.result == "failed"
-
-
-def tags_for(app: RenderedApp) -> dict[str, str]:
-    return {TAG_MANAGED: "true", TAG_SPEC_HASH: app.spec_hash, TAG_CATALOG_FILE: app.spec.file}
 
 
 def make_plan(
@@ -127,7 +123,7 @@ def _apply_one(
             return Outcome(item, "skipped", time.monotonic() - started, url=url)
         report(item.name, f"deploying ({item.action.value})")
         path = apps_dir / item.rendered.filename
-        _, url = client.deploy(path, spec.module_name, spec.class_name, tags_for(item.rendered))
+        _, url = client.deploy(path, spec.module_name, spec.class_name, app_tags(spec, item.rendered.spec_hash))
         if fetch_weights:
             report(item.name, "deployed; fetching weights into the shared cache")
             client.fetch_weights(path, spec.module_name)

@@ -82,8 +82,7 @@ class ModalClient:
             tags = app.get_tags()
             if tags.get(TAG_MANAGED) != "true":
                 continue
-            info = app._info  # the listing already carries the lifecycle; no extra round trip
-            deployed_at = info.lifecycle.deployed_at if info is not None else None
+            deployed_at = app.info().lifecycle.deployed_at  # the listing already carries it
             found[app.name] = DeployedApp(app.name, app.app_id, tags, deployed_at)
         return found
 

@@ -51,10 +51,21 @@ def render_app(spec: ModelSpec) -> RenderedApp:
         settings=spec.settings,
         image_ref=image_ref(spec.settings),
         image_env=IMAGE_ENV,
-        tags={TAG_MANAGED: "true", TAG_CATALOG_FILE: spec.file},
+        tags=app_tags(spec),
         web_startup_timeout=WEB_STARTUP_TIMEOUT,
     )
     return RenderedApp(spec=spec, source=source, spec_hash=spec_hash(source))
+
+
+def app_tags(spec: ModelSpec, spec_hash: str | None = None) -> dict[str, str]:
+    """Tags Modal keeps on the app: how `plan` recognises fleet's apps and their version.
+
+    Modal allows only letters, digits, '-', '.' and '_' in tag values: the file's name, not its path.
+    """
+    tags = {TAG_MANAGED: "true", TAG_CATALOG_FILE: Path(spec.file).name}
+    if spec_hash is not None:
+        tags[TAG_SPEC_HASH] = spec_hash
+    return tags
 
 
 def render_all(specs: list[ModelSpec]) -> list[RenderedApp]:

@@ -15,7 +15,7 @@ narrow set of expected exceptions, and on failure the command and the last log l
 
 API keys never reach the command line or the log: one key goes to the engine through `VLLM_API_KEY` in
 its environment; several keys go through vLLM's `--config FILE` option, a 0600 YAML file that is deleted
-when the engine stops (vLLM expands it into `--api-key k1 k2` in memory). Every engine log line is
+as soon as the engine is up (vLLM expands it into `--api-key k1 k2` in memory). Every engine log line is
 redacted for the keys before it is echoed or kept.
 
 Errors:
@@ -279,7 +279,10 @@ class Engine:
             raise EngineError(f"cannot start vLLM: {e}\ncommand: {shlex.join(argv)}") from e
         self._reader = threading.Thread(target=self._pump, args=(self._process.stdout,), daemon=True)
         self._reader.start()
-        self._wait_healthy(t0 + c.startup_timeout, "starting")
+        try:
+            self._wait_healthy(t0 + c.startup_timeout, "starting")
+        finally:
+            self._remove_keys_file()  # read once at start-up; the keys must not outlive it on disk
         self._log(f"[fleet] vLLM ready in {time.monotonic() - t0:.1f}s")
 
     def _wait_healthy(self, deadline: float, doing: str) -> None:
@@ -300,6 +303,16 @@ class Engine:
                 self._process.wait(timeout=min(c.poll_interval, max(0.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 pass
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block while the engine runs (at most `timeout` s, then return); raise EngineError once it exits."""
+        self._check_running("serving")
+        assert self._process is not None
+        try:
+            code = self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return
+        raise self._error(f"vLLM exited with code {code} while serving")
 
     def stop(self, grace: float = 10.0) -> None:
         """Terminate the whole process group (and any stray descendant); kill what is left after `grace`."""

