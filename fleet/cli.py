@@ -214,8 +214,8 @@ def with_names(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def _rendered(catalog_dir: Path, names: tuple[str, ...], out_dir: Path) -> tuple[Any, list[Any]]:
-    """Validate, select and render: everything that happens before Modal is touched."""
+def _rendered(catalog_dir: Path, names: tuple[str, ...], out_dir: Path | None = None) -> tuple[Any, list[Any]]:
+    """Validate, select and render (writing the files only into `out_dir`): all before Modal is touched."""
     from .catalog import check_catalog, select
     from .render import render_all, write_apps
 
@@ -225,7 +225,8 @@ def _rendered(catalog_dir: Path, names: tuple[str, ...], out_dir: Path) -> tuple
     print_problems(result.warnings)
     catalog = result.catalog
     apps = render_all(select(catalog, names))
-    write_apps(apps, out_dir)
+    if out_dir is not None:
+        write_apps(apps, out_dir)
     return catalog, apps
 
 
@@ -253,7 +254,7 @@ def plan(names: tuple[str, ...], all_models: bool, environment: str | None, cata
     from .deploy import make_plan
 
     selection(names, all_models, required=False)
-    catalog, apps = _rendered(catalog_dir, names, Path("build/apps"))
+    catalog, apps = _rendered(catalog_dir, names)
     items = make_plan(apps, _client(catalog, environment).deployed_apps(), include_orphans=not names)
     if as_json:
         click.echo(json.dumps([{"name": i.name, "app": i.app_name, "action": i.action.value} for i in items], indent=2))
@@ -371,7 +372,7 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
     """
     from .deploy import Action, make_plan
 
-    catalog, apps = _rendered(catalog_dir, (), Path("build/apps"))
+    catalog, apps = _rendered(catalog_dir, ())
     client = _client(catalog, environment)
     items = make_plan(apps, client.deployed_apps(), include_orphans=True)
     rows = []
@@ -413,7 +414,7 @@ def endpoints(environment: str | None, catalog_dir: Path, as_json: bool) -> None
       fleet endpoints
       fleet endpoints --json > endpoints.json
     """
-    catalog, apps = _rendered(catalog_dir, (), Path("build/apps"))
+    catalog, apps = _rendered(catalog_dir, ())
     client = _client(catalog, environment)
     deployed = client.deployed_apps()
     rows = []
