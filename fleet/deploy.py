@@ -126,7 +126,7 @@ def _apply_one(
         _, url = client.deploy(path, spec.module_name, spec.class_name, app_tags(spec, item.rendered.spec_hash))
         if fetch_weights:
             report(item.name, "deployed; fetching weights into the shared cache")
-            client.fetch_weights(path, spec.module_name)
+            client.fetch_weights(item.app_name)
         seconds = time.monotonic() - started
         report(item.name, f"deployed in {seconds:.1f}s: {url}")
         return Outcome(item, "deployed", seconds, url=url)

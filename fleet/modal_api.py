@@ -105,10 +105,12 @@ class ModalClient:
         app.set_tags(tags)
         return app.app_id, getattr(module, class_name)().serve.get_web_url()
 
-    def fetch_weights(self, path: Path, module_name: str) -> str:
-        """Run the app's CPU download function: weights land in the shared cache before any GPU waits."""
-        module = import_app_module(path, module_name)
-        return module.download_weights.remote()
+    def fetch_weights(self, app_name: str) -> str:
+        """Run the deployed app's CPU download function: weights land in the shared cache before a GPU waits."""
+        import modal
+
+        download = modal.Function.from_name(app_name, "download_weights", environment_name=self.environment)
+        return download.remote()
 
     def stop(self, app_name: str) -> None:
         import modal

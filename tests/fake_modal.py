@@ -7,6 +7,12 @@ point it here with ``MODAL_SERVER_URL=http://127.0.0.1:<port>`` plus any token i
 The fake answers the RPCs that ``modal deploy`` and the read side (lookup, tags, list, stop, ``Cls.from_name``,
 autoscaler updates, container list/stop) use, keeps state the way the real server does (apps by environment and
 name, functions, classes, images, mounts, volumes, secrets), and records every request in ``fake.requests``.
+
+It also serves ``.remote()`` calls of deployed functions (FunctionMap, FunctionPutInputs, FunctionGetOutputs)
+without running any user code: a call returns the canned ``fake.function_results[name]`` (default None) and is
+recorded in ``fake.function_calls`` as (app_name, name); ``fake.fail_call_for(app_name, name, message)`` makes it
+raise ``modal.exception.RemoteError(message)`` in the client.
+
 RPCs it does not implement fail with gRPC ``UNIMPLEMENTED`` (not retried by the client) and are listed in
 ``fake.unimplemented``. A bug inside a handler is reported as ``UNIMPLEMENTED`` too (``INTERNAL``/``UNKNOWN``
 would make the client retry for a long time) and kept in ``fake.errors``.
@@ -106,6 +112,16 @@ class FakeFunction:
         if self.handle_metadata.web_url:
             urls[""] = self.handle_metadata.web_url
         return urls
+
+
+@dataclass
+class _FakeFunctionCall:
+    function_call_id: str
+    function_id: str
+    app_name: str
+    function_name: str
+    outputs: dict[int, api_pb2.FunctionGetOutputsItem] = field(default_factory=dict)  # idx -> output
+    inputs: dict[int, api_pb2.FunctionInput] = field(default_factory=dict)  # idx -> input as sent
 
 
 @dataclass
@@ -235,6 +251,11 @@ class FakeModal(ModalClientBase):
             # facts.md says tags are only applied when the app is first created (AppCreate); keep that by default.
             self.publish_applies_tags: bool = False
             self.require_token: bool = True
+            # Function calls (`.remote()`): no user code runs; each input gets a canned result.
+            self.function_results: dict[str, Any] = {}  # function name -> value returned by `.remote()`
+            self.function_calls: list[tuple[str, str]] = []  # (app_name, function_name) per input, in order
+            self._call_failures: dict[tuple[str, str], tuple[str, BaseException | None]] = {}
+            self._function_call_state: dict[str, _FakeFunctionCall] = {}  # fc-... -> call
 
     # ------------------------------------------------------------------ knobs and helpers
 
@@ -247,8 +268,20 @@ class FakeModal(ModalClientBase):
         """
         self._failures[app_name] = _DeployFailure(message, rpc, status)
 
+    def fail_call_for(
+        self, app_name: str, function_name: str, message: str, *, exception: BaseException | None = None
+    ) -> None:
+        """Make calls (`.remote()`) of `function_name` in app `app_name` fail as if the function raised.
+
+        By default the output carries only the message, and the client raises
+        `modal.exception.RemoteError(message)`. With `exception=SomeError(...)` the exception is pickled into the
+        output, as a container does for a user exception, and the client re-raises that exception instead.
+        """
+        self._call_failures[(app_name, function_name)] = (message, exception)
+
     def clear_failures(self) -> None:
         self._failures.clear()
+        self._call_failures.clear()
 
     def calls(self, method: str) -> list[Any]:
         """Recorded request messages of one RPC, in order."""
@@ -816,6 +849,77 @@ class FakeModal(ModalClientBase):
             conf.static_settings.CopyFrom(fn.definition.autoscaler_settings)
         conf.override_settings.CopyFrom(fn.autoscaler_override)
         return api_pb2.FunctionGetSchedulingParamsResponse(autoscaler_configuration=conf)
+
+    # --- function calls (`.remote()`): FunctionMap (+ FunctionPutInputs) then FunctionGetOutputs.
+    # No user code runs: every input is answered at once with `function_results[name]` (or a failure).
+
+    def _call_name(self, fn: FakeFunction, method_name: str) -> str:
+        if fn.tag.endswith(".*") and method_name:  # method of a class service function
+            return f"{fn.tag[:-2]}.{method_name}"
+        return fn.tag
+
+    def _call_output(
+        self, call: _FakeFunctionCall, item: api_pb2.FunctionPutInputsItem
+    ) -> api_pb2.FunctionPutInputsResponseItem:
+        from modal._serialization import serialize, serialize_data_format
+
+        fn = self._function(call.function_id)
+        name = self._call_name(fn, item.input.method_name)
+        call.function_name = name
+        with self._lock:
+            self.function_calls.append((call.app_name, name))
+        input_id = _new_id("in")
+        data_format = item.input.data_format or api_pb2.DATA_FORMAT_PICKLE
+        out = api_pb2.FunctionGetOutputsItem(idx=item.idx, input_id=input_id, data_format=data_format)
+        out.input_started_at = out.output_created_at = _now()
+        failure = self._call_failures.get((call.app_name, name))
+        if failure is not None:
+            message, exc = failure
+            out.result.status = api_pb2.GenericResult.GENERIC_STATUS_FAILURE
+            out.result.exception = message
+            out.result.traceback = f"Traceback (most recent call last):\n  (fake_modal)\n{message}\n"
+            if exc is not None:
+                out.data_format = api_pb2.DATA_FORMAT_PICKLE
+                out.result.data = serialize(exc)
+        else:
+            out.result.status = api_pb2.GenericResult.GENERIC_STATUS_SUCCESS
+            out.result.data = serialize_data_format(self.function_results.get(name), data_format)
+        call.inputs[item.idx] = item.input
+        call.outputs[item.idx] = out
+        return api_pb2.FunctionPutInputsResponseItem(idx=item.idx, input_id=input_id, input_jwt=f"jwt-{input_id}")
+
+    def _rpc_FunctionMap(self, req: api_pb2.FunctionMapRequest):
+        fn = self._function(req.function_id)
+        app = self.apps.get(fn.app_id)
+        call = _FakeFunctionCall(_new_id("fc"), fn.function_id, app.name if app else "", fn.tag)
+        self._function_call_state[call.function_call_id] = call
+        resp = api_pb2.FunctionMapResponse(
+            function_call_id=call.function_call_id,
+            function_call_jwt=f"jwt-{call.function_call_id}",
+            max_inputs_outstanding=1000,
+        )
+        for item in req.pipelined_inputs:
+            resp.pipelined_inputs.append(self._call_output(call, item))
+        return resp
+
+    def _rpc_FunctionPutInputs(self, req: api_pb2.FunctionPutInputsRequest):
+        call = self._function_call_state.get(req.function_call_id)
+        if call is None:
+            raise GRPCError(Status.NOT_FOUND, f"Function call '{req.function_call_id}' not found")
+        return api_pb2.FunctionPutInputsResponse(inputs=[self._call_output(call, item) for item in req.inputs])
+
+    def _rpc_FunctionGetOutputs(self, req: api_pb2.FunctionGetOutputsRequest):
+        call = self._function_call_state.get(req.function_call_id)
+        if call is None:
+            raise GRPCError(Status.NOT_FOUND, f"Function call '{req.function_call_id}' not found")
+        end = max(req.end_idx, req.start_idx)
+        outputs = [call.outputs[i] for i in sorted(call.outputs) if req.start_idx <= i <= end]
+        if req.clear_on_success:
+            for out in outputs:
+                call.outputs.pop(out.idx, None)
+        return api_pb2.FunctionGetOutputsResponse(
+            outputs=outputs, idxs=[o.idx for o in outputs], last_entry_id="0-0", num_unfinished_inputs=0
+        )
 
     # --- containers
 

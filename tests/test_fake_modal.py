@@ -313,3 +313,62 @@ def test_raw_request_without_token_is_unauthenticated(fake_modal):
         asyncio.run(call())
     assert info.value.status == Status.UNAUTHENTICATED
     assert fake_modal.method_names() == ["AppList"]
+
+
+FUNCTION_APP = '''
+import modal
+
+app = modal.App({app_name!r})
+image = modal.Image.debian_slim()
+hf_cache = modal.Volume.from_name("huggingface-cache", create_if_missing=True)
+
+
+@app.function(image=image, volumes={{"/root/.cache/huggingface": hf_cache}}, timeout=3600)
+def download_weights(model_id: str = "tiny") -> str:
+    raise AssertionError("user code must not run")
+'''
+
+
+def load_function_app(tmp_path, app_name):
+    path = tmp_path / f"fn_app_{uuid.uuid4().hex[:6]}.py"
+    path.write_text(FUNCTION_APP.format(app_name=app_name))
+    return load_app(path)
+
+
+def test_remote_call_of_deployed_function_returns_canned_result(fake_modal, tmp_path):
+    module = load_function_app(tmp_path, "fleet-weights")
+    module.app.deploy()
+    weights = "/root/.cache/huggingface/hub/models--x"
+    fake_modal.function_results["download_weights"] = weights
+
+    assert module.download_weights.remote() == weights
+    assert module.download_weights.remote("other-model") == weights
+    by_name = modal.Function.from_name("fleet-weights", "download_weights")
+    assert by_name.remote(model_id="x") == weights
+    assert fake_modal.function_calls == [("fleet-weights", "download_weights")] * 3
+    assert len(fake_modal.calls("FunctionMap")) == 3
+    assert fake_modal.unimplemented == [] and fake_modal.errors == []
+
+    del fake_modal.function_results["download_weights"]
+    assert module.download_weights.remote() is None  # default result
+
+
+def test_failing_remote_call_raises(fake_modal, tmp_path):
+    module = load_function_app(tmp_path, "fleet-weights")
+    module.app.deploy()
+    fake_modal.fail_call_for("fleet-weights", "download_weights", "disk quota exceeded")
+    fake_modal.fail_call_for("other-app", "download_weights", "not this one")
+
+    with pytest.raises(modal.exception.RemoteError, match="disk quota exceeded"):
+        module.download_weights.remote()
+    with pytest.raises(modal.exception.RemoteError, match="disk quota exceeded"):
+        modal.Function.from_name("fleet-weights", "download_weights").remote()
+    assert fake_modal.function_calls == [("fleet-weights", "download_weights")] * 2
+
+    fake_modal.fail_call_for("fleet-weights", "download_weights", "boom", exception=ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        module.download_weights.remote()
+
+    fake_modal.clear_failures()
+    assert module.download_weights.remote() is None
+    assert fake_modal.unimplemented == [] and fake_modal.errors == []

@@ -1,0 +1,204 @@
+"""`fleet deploy`, `plan`, `status`, `endpoints`, `destroy` against the fake control plane, real client."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from catalog_builder import model, write_catalog
+from fleet.cli import main
+from fleet.render import TAG_SPEC_HASH
+
+
+@pytest.fixture
+def catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return write_catalog(
+        tmp_path / "catalog",
+        {
+            "alpha": model("alpha"),
+            "beta": model("beta", gpu={"type": "H100", "count": 2}, snapshot=False),
+            "gamma": model("gamma", model={"id": "meta-llama/Llama-3.1-8B-Instruct", "gated": True}),
+        },
+    )
+
+
+def fleet(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def deployed_functions(fake) -> int:
+    return len(fake.calls("FunctionCreate"))
+
+
+def test_deploy_all_then_again_deploys_nothing(fake_modal, catalog: Path) -> None:
+    first = fleet("deploy", "--all")
+    assert first.exit_code == 0, first.stdout + first.stderr
+    assert "3 deployed, 0 unchanged (skipped), 0 failed" in first.stdout
+    for name in ("alpha", "beta", "gamma"):
+        app = fake_modal.app(f"fleet-{name}")
+        assert app.state_name == "deployed" and app.tags[TAG_SPEC_HASH]
+    creates = deployed_functions(fake_modal)
+
+    started = time.monotonic()
+    second = fleet("deploy", "--all")
+    assert second.exit_code == 0
+    assert "0 deployed, 3 unchanged (skipped), 0 failed" in second.stdout
+    assert "[alpha] unchanged, skipped (its snapshot is kept)" in second.stdout
+    assert deployed_functions(fake_modal) == creates
+    assert time.monotonic() - started < 3
+
+
+def test_summary_shows_each_url(fake_modal, catalog: Path) -> None:
+    result = fleet("deploy", "--all")
+    table = result.stdout.split("\n\n")[1].splitlines()
+    assert table[0].split() == ["NAME", "ACTION", "RESULT", "TIME", "URL", "/", "ERROR"]
+    assert table[1].split()[:3] == ["alpha", "new", "deployed"]
+    assert table[1].split()[-1] == "https://fleet-test--fleet-alpha.modal.run"
+
+
+def test_editing_one_file_redeploys_only_that_model(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    path = catalog / "beta.yaml"
+    entry = yaml.safe_load(path.read_text())
+    entry["scaling"] = {"max_containers": 3}
+    path.write_text(yaml.safe_dump(entry))
+    plan = fleet("plan", "--all")
+    assert [line.split()[-1] for line in plan.stdout.splitlines()[1:]] == ["unchanged", "changed", "unchanged"]
+    fake_modal.requests.clear()
+    result = fleet("deploy", "--all")
+    assert "1 deployed, 2 unchanged (skipped), 0 failed" in result.stdout
+    assert {req.function.function_name for req in fake_modal.calls("FunctionCreate")} == {"Beta.*", "download_weights"}
+    assert fake_modal.app("fleet-beta").tags[TAG_SPEC_HASH] != ""
+
+
+def test_weights_are_fetched_once_per_deployed_model(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    assert sorted(fake_modal.function_calls) == [
+        ("fleet-alpha", "download_weights"),
+        ("fleet-beta", "download_weights"),
+        ("fleet-gamma", "download_weights"),
+    ]
+    assert fleet("deploy", "--all").exit_code == 0
+    assert len(fake_modal.function_calls) == 3  # unchanged apps: nothing fetched again
+    fake_modal.function_calls.clear()
+    assert fleet("deploy", "alpha", "--force", "--skip-weights").exit_code == 0
+    assert fake_modal.function_calls == []
+
+
+def test_failed_weight_download_is_reported(fake_modal, catalog: Path) -> None:
+    fake_modal.fail_call_for("fleet-gamma", "download_weights", "401 Client Error: gated repo")
+    result = fleet("deploy", "--all")
+    assert result.exit_code == 1
+    assert "error: gamma: RemoteError: 401 Client Error: gated repo" in result.stderr
+    assert "2 deployed, 0 unchanged (skipped), 1 failed" in result.stdout
+
+
+def test_force_redeploys_everything(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    result = fleet("deploy", "--all", "--force")
+    assert "3 deployed, 0 unchanged (skipped), 0 failed" in result.stdout
+
+
+def test_one_failure_leaves_the_others_deployed(fake_modal, catalog: Path) -> None:
+    fake_modal.fail_deploy_for("fleet-beta", "GPU quota exceeded for H100")
+    result = fleet("deploy", "--all")
+    assert result.exit_code == 1
+    assert "2 deployed, 0 unchanged (skipped), 1 failed" in result.stdout
+    assert "error: beta: InvalidError: GPU quota exceeded for H100" in result.stderr
+    assert fake_modal.app("fleet-alpha").state_name == "deployed"
+    assert fake_modal.app("fleet-gamma").state_name == "deployed"
+
+
+def test_no_credentials_fails_fast_with_how_to_log_in(catalog: Path, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
+    monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
+    monkeypatch.setattr("modal.config._user_config", {})
+    started = time.monotonic()
+    result = fleet("deploy", "--all")
+    assert result.exit_code == 1
+    assert "error: no Modal credentials: run `modal setup`" in result.stderr
+    assert time.monotonic() - started < 5
+
+
+def test_unreachable_modal_fails_fast(catalog: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-x")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-x")
+    monkeypatch.setenv("MODAL_SERVER_URL", "http://127.0.0.1:9")
+    result = fleet("deploy", "--all")
+    assert result.exit_code == 1
+    assert "error: cannot reach Modal at http://127.0.0.1:9" in result.stderr
+
+
+def test_missing_secret_is_reported_before_any_deploy(fake_modal, catalog: Path) -> None:
+    fake_modal.existing_secrets.discard("huggingface-secret")
+    result = fleet("deploy", "--all")
+    assert result.exit_code == 1
+    assert "missing Modal secret(s): huggingface-secret; nothing was deployed" in result.stderr
+    assert "modal secret create huggingface-secret HF_TOKEN=<token>" in result.stderr
+    assert fake_modal.calls("FunctionCreate") == [] and fake_modal.deployed_apps() == []
+
+
+def test_dry_run_needs_no_account(catalog: Path, monkeypatch) -> None:
+    monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
+    monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
+    result = fleet("deploy", "--all", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "Dry run: 3 app(s) rendered into build/apps; nothing deployed." in result.stdout
+    assert (catalog.parent / "build/apps/fleet_alpha.py").is_file()
+
+
+def test_deploy_refuses_an_invalid_catalog_before_modal(fake_modal, catalog: Path) -> None:
+    (catalog / "alpha.yaml").write_text("name: alpha\ngpu: {type: T1000}\n")
+    result = fleet("deploy", "--all")
+    assert result.exit_code == 1
+    assert "catalog/alpha.yaml:2: gpu.type: 'T1000' is not a GPU type Modal documents" in result.stderr
+    assert fake_modal.requests == []
+
+
+def test_deploy_needs_names_or_all(catalog: Path) -> None:
+    assert fleet("deploy").exit_code == 2
+
+
+def test_deploy_one_model(fake_modal, catalog: Path) -> None:
+    result = fleet("deploy", "gamma")
+    assert result.exit_code == 0
+    assert [a.name for a in fake_modal.deployed_apps()] == ["fleet-gamma"]
+
+
+def test_plan_finds_an_orphan_and_destroy_stops_it(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    (catalog / "beta.yaml").unlink()
+    plan = fleet("plan", "--all")
+    rows = [line.split() for line in plan.stdout.splitlines()[1:]]
+    assert rows[-1] == ["fleet-beta", "fleet-beta", "orphaned"]
+    destroyed = fleet("destroy", "--orphans", "--yes")
+    assert destroyed.exit_code == 0 and "stopped fleet-beta" in destroyed.stdout
+    assert fake_modal.app("fleet-beta").state_name == "stopped"
+    assert "orphaned" not in fleet("plan", "--all").stdout
+
+
+def test_destroy_asks_first(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "alpha").exit_code == 0
+    declined = CliRunner().invoke(main, ["destroy", "alpha"], input="n\n")
+    assert declined.exit_code == 1 and fake_modal.app("fleet-alpha").state_name == "deployed"
+    accepted = CliRunner().invoke(main, ["destroy", "alpha"], input="y\n")
+    assert accepted.exit_code == 0 and fake_modal.app("fleet-alpha").state_name == "stopped"
+
+
+def test_status_and_endpoints_read_urls_back_from_modal(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "alpha", "beta").exit_code == 0
+    status = fleet("status", "--json")
+    rows = {r["name"]: r for r in __import__("json").loads(status.stdout)}
+    assert rows["alpha"]["state"] == "in sync" and rows["alpha"]["url"] == "https://fleet-test--fleet-alpha.modal.run"
+    assert rows["beta"]["gpu"] == "H100:2" and rows["beta"]["deployed_at"]
+    assert rows["gamma"]["state"] == "not deployed" and rows["gamma"]["url"] is None
+    endpoints = fleet("endpoints", "--json")
+    assert __import__("json").loads(endpoints.stdout) == [
+        {"name": "alpha", "base_url": "https://fleet-test--fleet-alpha.modal.run/v1", "model": "alpha"},
+        {"name": "beta", "base_url": "https://fleet-test--fleet-beta.modal.run/v1", "model": "beta"},
+    ]
