@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -89,30 +89,36 @@ def apply_plan(
     fetch_weights: bool = True,
     progress: Progress = lambda name, message: None,
 ) -> list[Outcome]:
-    """Deploy new and changed apps (all with `force`) in a bounded pool; one failure never stops the others."""
+    """Deploy new and changed apps (all with `force`) in a bounded pool; one failure never stops the others.
+
+    Weight downloads run in a pool of their own: a download can take minutes, and holding a deploy slot
+    for it would hold back the deploys queued behind it.
+    """
     lock = threading.Lock()
 
     def report(name: str, message: str) -> None:
         with lock:
             progress(name, message)
 
-    def run(item: PlanItem) -> Outcome:
-        return _apply_one(item, client, apps_dir, force=force, fetch_weights=fetch_weights, report=report)
-
     work = [item for item in items if item.rendered is not None]
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="deploy") as pool:
-        return list(pool.map(run, work))
+    workers = max(1, parallel)
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deploy") as deploys,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weights") as downloads,
+    ):
+
+        def deploy_then_fetch(item: PlanItem) -> Outcome | Future[Outcome]:
+            outcome = _deploy_one(item, client, apps_dir, force=force, report=report)
+            if fetch_weights and outcome.result == "deployed":
+                return downloads.submit(_fetch_weights, outcome, client, report)
+            return outcome
+
+        pending = [deploys.submit(deploy_then_fetch, item) for item in work]
+        results = [future.result() for future in pending]
+        return [r.result() if isinstance(r, Future) else r for r in results]
 
 
-def _apply_one(
-    item: PlanItem,
-    client: ModalClient,
-    apps_dir: Path,
-    *,
-    force: bool,
-    fetch_weights: bool,
-    report: Progress,
-) -> Outcome:
+def _deploy_one(item: PlanItem, client: ModalClient, apps_dir: Path, *, force: bool, report: Progress) -> Outcome:
     assert item.rendered is not None
     spec = item.rendered.spec
     started = time.monotonic()
@@ -124,13 +130,27 @@ def _apply_one(
         report(item.name, f"deploying ({item.action.value})")
         path = apps_dir / item.rendered.filename
         _, url = client.deploy(path, spec.module_name, spec.class_name, app_tags(spec, item.rendered.spec_hash))
-        if fetch_weights:
-            report(item.name, "deployed; fetching weights into the shared cache")
-            client.fetch_weights(item.app_name)
         seconds = time.monotonic() - started
         report(item.name, f"deployed in {seconds:.1f}s: {url}")
         return Outcome(item, "deployed", seconds, url=url)
     except Exception as exc:  # noqa: BLE001 - one model's failure is reported, never raised over the others
-        error = describe_error(exc)
-        report(item.name, f"FAILED: {error}")
-        return Outcome(item, "failed", time.monotonic() - started, error=error)
+        return _failed(item, exc, started, report)
+
+
+def _fetch_weights(deployed: Outcome, client: ModalClient, report: Progress) -> Outcome:
+    item = deployed.item
+    started = time.monotonic()
+    try:
+        report(item.name, "fetching weights into the shared cache (CPU container)")
+        client.fetch_weights(item.app_name)
+        report(item.name, f"weights in the cache ({time.monotonic() - started:.1f}s)")
+        return replace(deployed, seconds=deployed.seconds + time.monotonic() - started)
+    except Exception as exc:  # noqa: BLE001 - reported per model
+        failed = _failed(item, exc, started, report, what="deployed, but fetching weights failed")
+        return replace(failed, seconds=deployed.seconds + failed.seconds, url=deployed.url)
+
+
+def _failed(item: PlanItem, exc: Exception, started: float, report: Progress, what: str = "") -> Outcome:
+    error = f"{what}: {describe_error(exc)}" if what else describe_error(exc)
+    report(item.name, f"FAILED: {error}")
+    return Outcome(item, "failed", time.monotonic() - started, error=error)

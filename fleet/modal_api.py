@@ -7,7 +7,9 @@ load it). Tests point that client at a local fake of Modal's gRPC server, so not
 from __future__ import annotations
 
 import importlib.util
+import json
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +21,7 @@ from .errors import ModalUnavailable
 from .render import TAG_MANAGED
 
 CONNECT_TIMEOUT = 5.0
+CLI_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,45 @@ class ModalClient:
         import modal
 
         modal.App.lookup(app_name, environment_name=self.environment).stop()
+
+    # --- containers (`fleet prime`, `fleet bench`) ---
+    # modal 1.6 has no public Python API for containers; the `modal container` CLI is public, so it is used.
+
+    def containers(self, app_name: str) -> list[str]:
+        """Ids of the running containers of a deployed app."""
+        import modal
+
+        app_id = modal.App.lookup(app_name, environment_name=self.environment).app_id
+        args = ["container", "list", "--json", "--app-id", app_id]
+        if self.environment:
+            args += ["--env", self.environment]
+        try:
+            rows = json.loads(self._modal_cli(*args))
+        except ValueError as exc:
+            raise ModalUnavailable(f"`modal container list` did not print JSON: {exc}") from None
+        return [row["container_id"] for row in rows if row.get("app_id", app_id) == app_id]
+
+    def stop_container(self, container_id: str) -> None:
+        """Stop one container (its in-flight requests are cancelled). One already stopped is no error."""
+        try:
+            self._modal_cli("container", "stop", container_id, "-y")
+        except ModalUnavailable as exc:
+            if "already stopped" not in str(exc):
+                raise
+
+    def _modal_cli(self, *args: str) -> str:
+        command = [sys.executable, "-m", "modal", *args]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT
+            )
+        except subprocess.TimeoutExpired:
+            raise ModalUnavailable(f"`modal {' '.join(args)}` did not finish in {CLI_TIMEOUT:g}s") from None
+        if done.returncode != 0:
+            lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit code {done.returncode}"
+            raise ModalUnavailable(f"`modal {' '.join(args)}` failed: {reason}")
+        return done.stdout
 
     def _environment_name(self) -> str:
         import modal.config

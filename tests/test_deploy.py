@@ -94,7 +94,7 @@ def test_failed_weight_download_is_reported(fake_modal, catalog: Path) -> None:
     fake_modal.fail_call_for("fleet-gamma", "download_weights", "401 Client Error: gated repo")
     result = fleet("deploy", "--all")
     assert result.exit_code == 1
-    assert "error: gamma: RemoteError: 401 Client Error: gated repo" in result.stderr
+    assert "error: gamma: deployed, but fetching weights failed: RemoteError: 401 Client Error: gated repo" in result.stderr
     assert "2 deployed, 0 unchanged (skipped), 1 failed" in result.stdout
 
 
