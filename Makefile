@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test clean
 
 $(BIN)/fleet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,6 @@ $(VENV)/.test-deps: pyproject.toml $(BIN)/fleet
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest
-
-bench: $(VENV)/.test-deps
-	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build
