@@ -130,6 +130,27 @@ def test_rendered_apps_import_offline_with_the_real_modal(shipped, tmp_path: Pat
         assert module.ENGINE.tensor_parallel_size == app.spec.gpu_count
 
 
+def lifecycle_decorators(source: str, class_name: str) -> dict[str, list[str]]:
+    """Method name -> its decorators, as written, for the model's class."""
+    [cls] = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == class_name]
+    return {f.name: [ast.unparse(d) for d in f.decorator_list] for f in cls.body if isinstance(f, ast.FunctionDef)}
+
+
+def test_snapshot_class_has_its_lifecycle_hooks(shipped) -> None:
+    for app in render_all(list(shipped.models)):
+        hooks = lifecycle_decorators(app.source, app.spec.class_name)
+        assert hooks["stop"] == ["modal.exit()"]
+        assert hooks["serve"] == [
+            f"modal.web_server(port=ENGINE.port, startup_timeout=60, label={app.spec.label!r})"
+        ]
+        if app.spec.snapshot:
+            assert hooks["start"] == ["modal.enter(snap=True)"] and hooks["wake"] == ["modal.enter(snap=False)"]
+            assert "self.engine.before_snapshot()" in app.source and "self.engine.after_restore()" in app.source
+        else:
+            assert hooks["start"] == ["modal.enter()"] and "wake" not in hooks
+            assert "self.engine.serve()" in app.source
+
+
 # --- the Modal contract: what the real client sends when it deploys the rendered apps -----------------
 
 
