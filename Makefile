@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/fleet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
