@@ -138,10 +138,8 @@ def timed_chat(client: httpx.Client, endpoint: Endpoint, *, max_tokens: int, pro
     chunks = 0
     usage_tokens: int | None = None
     try:
-        with client.stream(
-            "POST", endpoint.url("/chat/completions"), json=_chat_body(endpoint, max_tokens, stream=True, prompt=prompt),
-            headers=endpoint.headers,
-        ) as response:
+        body = _chat_body(endpoint, max_tokens, stream=True, prompt=prompt)
+        with client.stream("POST", endpoint.url("/chat/completions"), json=body, headers=endpoint.headers) as response:
             if response.status_code != 200:
                 response.read()
                 return Timing(time.monotonic() - started, error=_status_error(response))
@@ -252,7 +250,7 @@ def _check_chat(client: httpx.Client, endpoint: Endpoint) -> tuple[bool, str]:
     tokens = (reply.get("usage") or {}).get("completion_tokens")
     if not text:
         return False, "the completion has no content"
-    shown = json.dumps(" ".join(text.split())[:40], ensure_ascii=False)
+    shown = json.dumps(text[:40], ensure_ascii=False)  # escaped: a random test model answers in whitespace
     return True, f"{tokens} token(s): {shown}" if tokens is not None else shown
 
 
@@ -545,16 +543,17 @@ def stop_all(
         running = list_containers()
         if not running:
             return len(stopped)
-        for container in running:
-            if container not in stopped:
-                stop_container(container)
-                stopped.add(container)
         if time.monotonic() >= deadline:
             raise ProbeError(
                 f"{len(running)} container(s) still running {timeout:g}s after being stopped "
                 "(min_containers above 0 makes Modal start new ones at once)"
             )
-        sleep(poll)
+        fresh = [container for container in running if container not in stopped]
+        for container in fresh:
+            stop_container(container)
+            stopped.add(container)
+        if not fresh:  # only containers already stopped and still shutting down
+            sleep(poll)
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
