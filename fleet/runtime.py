@@ -18,6 +18,11 @@ its environment; several keys go through vLLM's `--config FILE` option, a 0600 Y
 as soon as the engine is up (vLLM expands it into `--api-key k1 k2` in memory). Every engine log line is
 redacted for the keys before it is echoed or kept.
 
+`VLLM_SERVER_DEV_MODE=1` (needed for /sleep and /wake_up) also opens those and other development
+endpoints (/collective_rpc...) to anyone who reaches the port, with no key. The engine loads
+`DevEndpointGuard` from this module (`--middleware`), which answers them 403 unless the request carries
+a control token the runtime made and passed to the engine in its environment.
+
 Errors:
 
     RuntimeError
@@ -73,7 +78,7 @@ CONTROL_HEADER = "X-Fleet-Control"
 GUARD_MIDDLEWARE = "fleet.runtime.DevEndpointGuard"
 
 # Expected while the server is coming up or going away; anything else is a bug and propagates.
-_NOT_READY = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError)
+_NOT_READY = (OSError, http.client.HTTPException)  # URLError, refused, reset and timeouts are OSErrors
 
 
 class EngineError(RuntimeError):
@@ -139,6 +144,11 @@ class Engine:
             if any(ch.isspace() for ch in key) or "," in key:
                 raise ValueError("an API key must not contain whitespace or commas")
         self._keys: tuple[str, ...] = tuple(keys)
+        flags = {arg.split("=", 1)[0] for arg in config.extra_args}
+        if "--api-key" in flags:
+            raise ValueError("--api-key must not be in extra_args: keys come from VLLM_API_KEY (a secret)")
+        if "--config" in flags and len(self._keys) > 1:
+            raise ValueError("--config in extra_args leaves no way to pass several API keys")
         self._log = log
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self._tail_lock = threading.Lock()
