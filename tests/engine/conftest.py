@@ -6,6 +6,8 @@ Skipped, with the reason, when vLLM is not importable by this interpreter (CI in
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +19,9 @@ from fleet.runtime import Engine
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "engine: starts a real vLLM engine (slow; needs vllm installed)")
+    # `make test` sets this, so a broken vLLM install fails the run instead of silently skipping the ring.
+    if VLLM_MISSING and os.environ.get("FLEET_REQUIRE_ENGINE") == "1":
+        raise pytest.UsageError(f"FLEET_REQUIRE_ENGINE=1 but {SKIP_REASON}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

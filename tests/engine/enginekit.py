@@ -48,3 +48,11 @@ def process_tree(engine: Engine) -> list["psutil.Process"]:
 
     leader = psutil.Process(engine.process.pid)
     return [leader, *leader.children(recursive=True)]
+
+
+def process_tree_of_pid(pid: int) -> list["psutil.Process"]:
+    """A process and all its descendants."""
+    import psutil  # comes with vLLM
+
+    leader = psutil.Process(pid)
+    return [leader, *leader.children(recursive=True)]
