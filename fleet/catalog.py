@@ -32,19 +32,32 @@ SETTINGS_FILE = "_fleet.yaml"
 # short leaves room for a workspace name, so Modal never has to shorten (and garble) the URL.
 MAX_LABEL_LENGTH = 40
 # Flags fleet sets itself from catalog keys; in `vllm.args` they would fight them (or leak a key).
+# vLLM's argument parser reads `--api_key` as `--api-key`: flags are compared after the same folding.
 MANAGED_FLAGS: dict[str, str] = {
-    "--model": "model.id",
-    "--revision": "model.revision",
-    "--served-model-name": "name",
-    "--tensor-parallel-size": "gpu.count",
-    "-tp": "gpu.count",
-    "--gpu-memory-utilization": "gpu.memory_utilization",
-    "--max-model-len": "model.max_model_len",
-    "--enforce-eager": "vllm.fast_boot",
-    "--enable-sleep-mode": "snapshot",
-    "--host": "(fleet: the web server's host)",
-    "--port": "(fleet: the web server's port)",
-    "--api-key": "(the API key secret in _fleet.yaml: a key must never be in the catalog)",
+    "--model": "use model.id instead",
+    "--revision": "use model.revision instead",
+    "--served-model-name": "use name instead",
+    "--tensor-parallel-size": "use gpu.count instead",
+    "-tp": "use gpu.count instead",
+    "--gpu-memory-utilization": "use gpu.memory_utilization instead",
+    "--max-model-len": "use model.max_model_len instead",
+    "--enforce-eager": "use vllm.fast_boot instead",
+    "--enable-sleep-mode": "use snapshot instead",
+    "--host": "the web server's host is fleet's",
+    "--port": "the web server's port is fleet's",
+    "--api-key": "keys come from the API key secret in _fleet.yaml, never from the catalog",
+    "--hf-token": "the token comes from the HF token secret in _fleet.yaml, never from the catalog",
+    "--config": "fleet passes several API keys through vLLM's config file",
+}
+# Environment the runtime or Modal's secrets own: set in `vllm.env`, it would leak a secret into the
+# generated source or undo what the runtime set up.
+RESERVED_ENV = {
+    "VLLM_API_KEY": "the API key secret in _fleet.yaml",
+    "HF_TOKEN": "the HF token secret in _fleet.yaml",
+    "HUGGING_FACE_HUB_TOKEN": "the HF token secret in _fleet.yaml",
+    "FLEET_CONTROL_TOKEN": "the runtime (it guards the engine's control endpoints)",
+    "VLLM_SERVER_DEV_MODE": "snapshot (the runtime turns it on only when sleep is used)",
+    "PYTHONPATH": "the runtime",
 }
 
 
@@ -209,23 +222,25 @@ def _load_model(
             return settings_shown, defaults_doc.lines[("defaults",) + key_path]
         return shown, doc.line_of(key_path)
 
-    found = _schema_problems("model", merged, where)
-    found += _semantic_problems(path, merged, where)
+    # The rules below read the data as the schema describes it: only on data the schema accepted.
+    found = _schema_problems("model", merged, where) or _semantic_problems(path, merged, where)
     problems.extend(found)
     if found:
         return None
-    spec = _to_spec(apply_defaults(schema("model"), merged), shown, settings)
+    source = f"{path.parent.resolve().name}/{path.name}"
+    spec = _to_spec(apply_defaults(schema("model"), merged), shown, source, settings, doc.line_of(("name",)))
     for key_path, message in risk_warnings(spec):
         file, line = where(key_path)
         problems.append(Problem(file, line, ".".join(key_path), message, warning=True))
     return spec
 
 
-def _to_spec(data: dict[str, Any], shown: str, settings: Settings) -> ModelSpec:
+def _to_spec(data: dict[str, Any], shown: str, source: str, settings: Settings, line: int) -> ModelSpec:
     model, gpu, vllm, scaling, timeouts = (data[k] for k in ("model", "gpu", "vllm", "scaling", "timeouts"))
     return ModelSpec(
         name=data["name"],
         file=shown,
+        source=source,
         description=data["description"],
         model_id=model["id"],
         revision=model["revision"],
@@ -246,6 +261,7 @@ def _to_spec(data: dict[str, Any], shown: str, settings: Settings) -> ModelSpec:
         startup_timeout=timeouts["startup"],
         request_timeout=timeouts["request"],
         settings=settings,
+        line=line,
     )
 
 
@@ -263,10 +279,19 @@ def _semantic_problems(path: Path, data: dict[str, Any], where: Any) -> list[Pro
     limit = MAX_GPUS_PER_CONTAINER.get(gpu["type"], DEFAULT_MAX_GPUS)
     if gpu.get("count", 1) > limit:
         add(("gpu", "count"), f"Modal allows at most {limit} {gpu['type']} GPUs per container, not {gpu['count']}")
-    for i, arg in enumerate(data.get("vllm", {}).get("args", [])):
+    vllm = data.get("vllm", {})
+    for i, arg in enumerate(vllm.get("args", [])):
         flag = arg.split("=", 1)[0]
-        if flag in MANAGED_FLAGS:
-            add(("vllm", "args", i), f"'{flag}' is set by fleet; use {MANAGED_FLAGS[flag]} instead")
+        folded = "--" + flag[2:].replace("_", "-") if flag.startswith("--") else flag
+        if folded in MANAGED_FLAGS:
+            add(("vllm", "args", i), f"'{flag}' is set by fleet: {MANAGED_FLAGS[folded]}")
+    for key in vllm.get("env", {}):
+        if key.upper() in RESERVED_ENV:
+            add(("vllm", "env", key), f"'{key}' is set by {RESERVED_ENV[key.upper()]}, not in vllm.env")
+    scaling = data.get("scaling", {})
+    low, high = scaling.get("min_containers", 0), scaling.get("max_containers", 1)
+    if low > high:
+        add(("scaling", "min_containers"), f"min_containers ({low}) is above max_containers ({high})")
     return found
 
 
@@ -279,14 +304,14 @@ def _cross_file_problems(specs: list[ModelSpec]) -> list[Problem]:
             key = getattr(spec, attribute)
             if key in seen:
                 other = seen[key]
-                found.append(Problem(spec.file, 1, "name", f"{what} '{key}' is also used by {other.file}"))
+                found.append(Problem(spec.file, spec.line, "name", f"{what} '{key}' is also used by {other.file}"))
             seen[key] = spec
     for spec in specs:
         if len(spec.label) > MAX_LABEL_LENGTH:
             found.append(
                 Problem(
                     spec.file,
-                    1,
+                    spec.line,
                     "name",
                     f"the URL label '{spec.label}' (prefix + name) is {len(spec.label)} characters; keep it "
                     f"within {MAX_LABEL_LENGTH} so '<workspace>--<label>' stays a readable 63-character host",

@@ -255,7 +255,8 @@ def plan(names: tuple[str, ...], all_models: bool, environment: str | None, cata
 
     selection(names, all_models, required=False)
     catalog, apps = _rendered(catalog_dir, names)
-    items = make_plan(apps, _client(catalog, environment).deployed_apps(), include_orphans=not names)
+    prefix = None if names else catalog.settings.prefix
+    items = make_plan(apps, _client(catalog, environment).deployed_apps(), orphans_of=prefix)
     if as_json:
         click.echo(json.dumps([{"name": i.name, "app": i.app_name, "action": i.action.value} for i in items], indent=2))
         return
@@ -310,7 +311,7 @@ def deploy(
     missing = client.missing_secrets(secrets_needed([a.spec for a in apps]))
     if missing:
         raise FleetError(_missing_secrets_message(missing, catalog.settings))
-    items = make_plan(apps, client.deployed_apps(), include_orphans=False)
+    items = make_plan(apps, client.deployed_apps())
 
     def progress(name: str, message: str) -> None:
         click.echo(f"[{name}] {message}")
@@ -374,7 +375,7 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
 
     catalog, apps = _rendered(catalog_dir, ())
     client = _client(catalog, environment)
-    items = make_plan(apps, client.deployed_apps(), include_orphans=True)
+    items = make_plan(apps, client.deployed_apps(), orphans_of=catalog.settings.prefix)
     rows = []
     for item in items:
         spec = item.rendered.spec if item.rendered else None
@@ -457,7 +458,7 @@ def destroy(names: tuple[str, ...], orphans: bool, yes: bool, environment: str |
     client = _client(catalog, environment)
     deployed = client.deployed_apps()
     if orphans:
-        items = make_plan(render_all(list(catalog.models)), deployed, include_orphans=True)
+        items = make_plan(render_all(list(catalog.models)), deployed, orphans_of=catalog.settings.prefix)
         targets = [i.app_name for i in items if i.action is Action.ORPHANED]
     else:
         targets = [spec.app_name for spec in select(catalog, names) if spec.app_name in deployed]

@@ -55,9 +55,10 @@ class Outcome:
 
 
 def make_plan(
-    apps: list[RenderedApp], deployed: dict[str, DeployedApp], *, include_orphans: bool
+    apps: list[RenderedApp], deployed: dict[str, DeployedApp], *, orphans_of: str | None = None
 ) -> list[PlanItem]:
-    """Each catalog app as new / changed / unchanged, then (if asked) managed apps no longer in the catalog."""
+    """Each catalog app as new / changed / unchanged; with `orphans_of` (the fleet prefix), then every app
+    of that prefix that fleet deployed and the catalog no longer has. Another prefix is another catalog's."""
     items = []
     for app in apps:
         current = deployed.get(app.spec.app_name)
@@ -68,10 +69,11 @@ def make_plan(
         else:
             action = Action.CHANGED
         items.append(PlanItem(app.spec.app_name, action, app, current))
-    if include_orphans:
+    if orphans_of is not None:
         in_catalog = {app.spec.app_name for app in apps}
         for name in sorted(set(deployed) - in_catalog):
-            items.append(PlanItem(name, Action.ORPHANED, None, deployed[name]))
+            if name.startswith(f"{orphans_of}-"):
+                items.append(PlanItem(name, Action.ORPHANED, None, deployed[name]))
     return items
 
 

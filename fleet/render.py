@@ -62,7 +62,7 @@ def app_tags(spec: ModelSpec, spec_hash: str | None = None) -> dict[str, str]:
 
     Modal allows only letters, digits, '-', '.' and '_' in tag values: the file's name, not its path.
     """
-    tags = {TAG_MANAGED: "true", TAG_CATALOG_FILE: Path(spec.file).name}
+    tags = {TAG_MANAGED: "true", TAG_CATALOG_FILE: Path(spec.source).name}
     if spec_hash is not None:
         tags[TAG_SPEC_HASH] = spec_hash
     return tags

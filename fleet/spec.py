@@ -64,7 +64,8 @@ class ModelSpec:
     """One catalog entry after defaults and validation."""
 
     name: str
-    file: str  # as shown to the user, e.g. catalog/qwen3.6-27b.yaml
+    file: str  # as shown to the user in messages, e.g. catalog/qwen3.6-27b.yaml
+    source: str  # the same file, named the same from any working directory: what rendering uses
     description: str
     model_id: str
     revision: str
@@ -82,6 +83,7 @@ class ModelSpec:
     startup_timeout: int
     request_timeout: int
     settings: Settings = field(repr=False, compare=False)
+    line: int = field(default=1, compare=False)  # of `name:`, for problems about the model as a whole
     params_b: float | None = None
     dtype: str | None = None
     weights_gb: float | None = None

@@ -196,7 +196,7 @@ def test_flag_owned_by_fleet_is_refused(catalog: Path) -> None:
     write_catalog(catalog, {"m": model("m", vllm={"args": ["--api-key=sk-123", "--tensor-parallel-size", "2"]})})
     errors = errors_of(catalog)
     assert any("vllm.args.0: '--api-key' is set by fleet" in e for e in errors)
-    assert any("vllm.args.1: '--tensor-parallel-size' is set by fleet; use gpu.count instead" in e for e in errors)
+    assert any("vllm.args.1: '--tensor-parallel-size' is set by fleet: use gpu.count instead" in e for e in errors)
     assert not any("sk-123" in e for e in errors)
 
 
@@ -282,3 +282,64 @@ def test_list_refuses_an_invalid_catalog(catalog: Path) -> None:
     result = run("list", catalog=catalog)
     assert result.exit_code == 1
     assert "catalog/m.yaml:8: gpu.type: 'T5'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("model: {id: a/b}\ngpu: {type: L4}\n", "catalog/m.yaml:1: missing required key 'name'"),
+        ("name: m\nmodel: {id: a/b}\n", "catalog/m.yaml:1: missing required key 'gpu'"),
+        ("name: m\nmodel: {id: a/b}\ngpu:\n", "catalog/m.yaml:3: gpu: expected object, found null None"),
+        ("name: m\nmodel: {id: a/b}\ngpu: {type: L4, count: '2'}\n", "gpu.count: '2' is not a tensor-parallel size"),
+        ("name: m\nmodel: {id: a/b}\ngpu: {type: [L4]}\n", "gpu.type: ['L4'] is not a GPU type Modal documents"),
+        ("name: m\nmodel: {id: a/b}\ngpu: {type: L4}\nvllm: [--x]\n", "vllm: expected object, found list"),
+        ("name: m\nmodel: {id: a/b}\ngpu: {type: L4}\nvllm: {args: [1]}\n", "vllm.args.0: expected string"),
+    ],
+)
+def test_schema_errors_never_crash_the_later_rules(catalog: Path, text: str, expected: str) -> None:
+    write_catalog(catalog, {"m": text})
+    errors = errors_of(catalog)
+    assert any(expected in e for e in errors), errors
+
+
+def test_flag_spelled_with_underscores_is_still_refused(catalog: Path) -> None:
+    write_catalog(catalog, {"m": model("m", vllm={"args": ["--api_key", "k", "--hf-token=t", "--config", "x"]})})
+    errors = errors_of(catalog)
+    assert any("vllm.args.0: '--api_key' is set by fleet" in e for e in errors)
+    assert any("vllm.args.2: '--hf-token' is set by fleet" in e for e in errors)
+    assert any("vllm.args.3: '--config' is set by fleet" in e for e in errors)
+
+
+def test_reserved_environment_is_refused(catalog: Path) -> None:
+    write_catalog(catalog, {"m": model("m", vllm={"env": {"HF_TOKEN": "hf_x", "VLLM_SERVER_DEV_MODE": "1"}})})
+    errors = errors_of(catalog)
+    assert any("vllm.env.HF_TOKEN: 'HF_TOKEN' is set by the HF token secret" in e for e in errors)
+    assert any("vllm.env.VLLM_SERVER_DEV_MODE" in e for e in errors)
+    assert not any("hf_x" in e for e in errors)
+
+
+def test_min_containers_above_max(catalog: Path) -> None:
+    write_catalog(catalog, {"m": model("m", scaling={"min_containers": 3, "max_containers": 2})})
+    [error] = errors_of(catalog)
+    assert "scaling.min_containers: min_containers (3) is above max_containers (2)" in error
+
+
+def test_problems_about_a_model_point_at_its_name_line(catalog: Path) -> None:
+    text = "# a comment\n# another\nname: qwen3.6\nmodel: {id: a/b}\ngpu: {type: L4}\n"
+    write_catalog(catalog, {"qwen3.6": text, "qwen3-6": model("qwen3-6")})
+    assert any(e.startswith("catalog/qwen3.6.yaml:3: name: URL label") for e in errors_of(catalog))
+
+
+def test_rendered_source_does_not_depend_on_the_working_directory(
+    catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleet.render import render_app
+
+    write_catalog(catalog, {"m": model("m")})
+    [here] = load_catalog(catalog).models
+    monkeypatch.chdir(catalog)
+    [inside] = load_catalog(Path(".")).models
+    monkeypatch.chdir("/")
+    [absolute] = load_catalog(catalog.resolve()).models
+    assert len({here.file, inside.file, absolute.file}) == 3  # messages show the path as typed
+    assert render_app(here).source == render_app(inside).source == render_app(absolute).source

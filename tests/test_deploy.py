@@ -202,3 +202,12 @@ def test_status_and_endpoints_read_urls_back_from_modal(fake_modal, catalog: Pat
         {"name": "alpha", "base_url": "https://fleet-test--fleet-alpha.modal.run/v1", "model": "alpha"},
         {"name": "beta", "base_url": "https://fleet-test--fleet-beta.modal.run/v1", "model": "beta"},
     ]
+
+
+def test_another_prefix_is_never_an_orphan(fake_modal, catalog: Path, tmp_path: Path) -> None:
+    other = write_catalog(tmp_path / "other", {"delta": model("delta")}, settings={"prefix": "team2"})
+    assert fleet("deploy", "--all", "--catalog", str(other), "--out", str(tmp_path / "other-apps")).exit_code == 0
+    assert fleet("deploy", "--all").exit_code == 0
+    assert "orphaned" not in fleet("plan", "--all").stdout
+    assert fleet("destroy", "--orphans", "--yes").stdout.strip() == "nothing to stop"
+    assert fake_modal.app("team2-delta").state_name == "deployed"
