@@ -45,6 +45,8 @@ def serve_local(
     # The container's memory-snapshot flags mean nothing here; sleep mode needs CUDA (cycle still works
     # on CPU through the dev endpoints, which pause the engine).
     key = api_key or secrets.token_urlsafe(24)
+    if cycle and not config.dev_mode:
+        config = dataclasses.replace(config, dev_mode=True)  # sleep and wake need vLLM's dev endpoints
     engine = Engine(config, api_keys=[key])
     try:
         engine.serve()
@@ -53,7 +55,8 @@ def serve_local(
             engine.wake()
             out("sleep + wake cycle: ok")
         out(f"serving {config.served_model_name!r} at http://127.0.0.1:{config.port}/v1")
-        out(f"API key: {key}" + ("" if api_key else " (generated for this run)"))
+        # A key the user gave may be a production key: never echo it. A generated one is theirs to copy.
+        out("API key: the one you gave (--api-key / FLEET_API_KEY)" if api_key else f"API key: {key} (generated for this run)")
         out("press Ctrl-C to stop")
         engine.wait()  # returns only by raising: the engine died under us
     except KeyboardInterrupt:
@@ -63,6 +66,6 @@ def serve_local(
 
 
 def local_config(config: EngineConfig, **changes: object) -> EngineConfig:
-    """`config` adjusted for a local run: loopback only, sleep mode off (CUDA only)."""
-    defaults: dict[str, object] = {"host": "127.0.0.1", "enable_sleep_mode": False}
+    """`config` adjusted for a local run: loopback only, sleep mode off (CUDA only), no dev endpoints."""
+    defaults: dict[str, object] = {"host": "127.0.0.1", "enable_sleep_mode": False, "dev_mode": False}
     return dataclasses.replace(config, **{**defaults, **changes})

@@ -26,7 +26,6 @@ IMAGE_ENV = {
     "SAFETENSORS_FAST_GPU": "1",
     "TORCHINDUCTOR_COMPILE_THREADS": "1",
     "VLLM_CACHE_ROOT": "/root/.cache/vllm",
-    "VLLM_SERVER_DEV_MODE": "1",
     "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
 }
 TAG_MANAGED = "fleet-managed"

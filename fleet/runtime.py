@@ -18,10 +18,12 @@ its environment; several keys go through vLLM's `--config FILE` option, a 0600 Y
 as soon as the engine is up (vLLM expands it into `--api-key k1 k2` in memory). Every engine log line is
 redacted for the keys before it is echoed or kept.
 
-`VLLM_SERVER_DEV_MODE=1` (needed for /sleep and /wake_up) also opens those and other development
-endpoints (/collective_rpc...) to anyone who reaches the port, with no key. The engine loads
-`DevEndpointGuard` from this module (`--middleware`), which answers them 403 unless the request carries
-a control token the runtime made and passed to the engine in its environment.
+vLLM's API key guards only some paths (/v1, /v2, /inference, /cohere): /invocations runs completions with
+no key, and `VLLM_SERVER_DEV_MODE=1` (needed for /sleep and /wake_up) opens /collective_rpc, /pause,
+/update_weights and more to anyone who reaches the port. So the engine loads `DevEndpointGuard` from this
+module (`--middleware`): only /health and /v1/... are public (and /v1 still needs the API key); every other
+path answers 403 unless the request carries a control token the runtime made and passed to the engine in
+its environment. Dev mode itself is on only when the lifecycle sleeps (`dev_mode`).
 
 Errors:
 
@@ -53,26 +55,24 @@ from typing import Any, Callable, Sequence
 
 ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
 
-# Without VLLM_SERVER_DEV_MODE the /sleep and /wake_up endpoints do not exist. Multi-threaded inductor
-# state does not survive snapshot/restore. CUDA cannot be re-initialised in a forked child.
+# Multi-threaded inductor state does not survive snapshot/restore. CUDA cannot be re-initialised in a
+# forked child.
 BASE_ENV: tuple[tuple[str, str], ...] = (
-    ("VLLM_SERVER_DEV_MODE", "1"),
     ("TORCHINDUCTOR_COMPILE_THREADS", "1"),
     ("VLLM_WORKER_MULTIPROC_METHOD", "spawn"),
 )
+# Without it the /sleep and /wake_up endpoints do not exist; set only when the lifecycle uses them.
+DEV_MODE_ENV = ("VLLM_SERVER_DEV_MODE", "1")
 
 LOG_TAIL_LINES = 100
 REQUEST_TIMEOUT = 300.0  # one warm-up / wake request; a first request may compile kernels
 CONTROL_TIMEOUT = 60.0  # /sleep, /wake_up, /is_sleeping
 REDACTED = "[REDACTED]"
 
-# VLLM_SERVER_DEV_MODE=1 opens these endpoints to anyone who reaches the port, with no API key (vLLM only
-# guards /v1, /v2, /inference, /cohere). DevEndpointGuard, loaded by vLLM through `--middleware`, refuses
-# them unless the request carries the runtime's control token, passed to the engine in its environment.
-DEV_PATHS = frozenset({
-    "/sleep", "/wake_up", "/is_sleeping", "/release_kv_cache_memory", "/collective_rpc", "/server_info",
-    "/reset_prefix_cache", "/reset_mm_cache", "/reset_encoder_cache",
-})
+# The only paths the public may reach (an allow-list: vLLM adds routes from release to release). /v1/...
+# still needs the API key; everything else needs the runtime's control token.
+PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PREFIX = "/v1/"
 CONTROL_TOKEN_ENV = "FLEET_CONTROL_TOKEN"
 CONTROL_HEADER = "X-Fleet-Control"
 GUARD_MIDDLEWARE = "fleet.runtime.DevEndpointGuard"
@@ -103,7 +103,9 @@ class EngineConfig:
     startup_timeout: float = 1200.0
     poll_interval: float = 0.1
     python: str = sys.executable  # started as [python, -m, vllm.entrypoints.openai.api_server, ...]
-    guard_dev_endpoints: bool = True  # /sleep, /wake_up, /collective_rpc... answer only the runtime
+    guard_dev_endpoints: bool = True  # only /health and /v1/... public; the rest answers only the runtime
+    dev_mode: bool = True  # VLLM_SERVER_DEV_MODE: the /sleep and /wake_up endpoints (snapshots, --cycle)
+    require_api_key: bool = True  # refuse to start an engine anyone could use
 
     @property
     def client_host(self) -> str:
@@ -191,6 +193,8 @@ class Engine:
         env = dict(os.environ)
         env.pop("VLLM_API_KEY", None)
         env.update(BASE_ENV)
+        if self.config.dev_mode:
+            env.update((DEV_MODE_ENV,))
         env.update(self.config.env)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop(CONTROL_TOKEN_ENV, None)
@@ -270,6 +274,11 @@ class Engine:
         if self._process is not None:
             raise EngineError("engine already started")
         c = self.config
+        if c.require_api_key and not self._keys:
+            raise EngineError(
+                "no API key: the endpoint would be open to anyone. Put VLLM_API_KEY (one key, or several "
+                "comma-separated) in the API key secret named in catalog/_fleet.yaml"
+            )
         if self._keys_file:
             self._write_keys_file()
         argv = self.command()
@@ -416,6 +425,8 @@ class Engine:
 
     def sleep(self, level: int = 1) -> None:
         """`POST /sleep?level=N`, then confirm `GET /is_sleeping` is true."""
+        if not self.config.dev_mode:
+            raise EngineError("sleep needs EngineConfig(dev_mode=True): without it vLLM has no /sleep endpoint")
         self._call("POST", f"/sleep?level={level}", doing="going to sleep")
         if not self._is_sleeping("confirming sleep"):
             raise self._error("vLLM answered /sleep but /is_sleeping is false")
@@ -456,8 +467,9 @@ class Engine:
 
 
 class DevEndpointGuard:
-    """ASGI middleware for vLLM (`--middleware fleet.runtime.DevEndpointGuard`): the development endpoints
-    answer 403 unless the request carries the control token from the engine's environment."""
+    """ASGI middleware for vLLM (`--middleware fleet.runtime.DevEndpointGuard`): only /health and /v1/...
+    are public; any other path answers 403 unless the request carries the control token from the engine's
+    environment."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -466,7 +478,8 @@ class DevEndpointGuard:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
-            if path in DEV_PATHS and not self._allowed(scope):
+            public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
+            if not public and not self._allowed(scope):
                 body = b'{"error":"Forbidden"}'
                 await send({"type": "http.response.start", "status": 403,
                             "headers": [(b"content-type", b"application/json"),

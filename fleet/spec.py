@@ -144,10 +144,12 @@ class ModelSpec:
             "max_model_len": self.max_model_len,
             "enforce_eager": self.fast_boot,
             "enable_sleep_mode": self.snapshot,
+            "dev_mode": self.snapshot,
             "multi_modal": self.multi_modal,
             "extra_args": self.vllm_args,
             "env": self.env,
-            "startup_timeout": float(self.startup_timeout),
+            # Under Modal's own startup timeout, so the runtime fails first and its log tail is shown.
+            "startup_timeout": float(max(self.startup_timeout - 60, self.startup_timeout / 2)),
         }
 
     def usable_gpu_bytes(self) -> float:

@@ -5,6 +5,8 @@ No vLLM here; tests/engine/ runs the real one. Each test starts its own stand-in
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import os
 import signal
@@ -181,6 +183,7 @@ def test_command_lists_flags_in_order_without_key() -> None:
     env = engine.environment()
     assert env["VLLM_API_KEY"] == "secret-key"
     assert env["VLLM_SERVER_DEV_MODE"] == "1"
+    assert "VLLM_SERVER_DEV_MODE" not in Engine(replace(config, dev_mode=False), api_keys=["k"]).environment()
     assert env["TORCHINDUCTOR_COMPILE_THREADS"] == "1"
     assert env["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
 
@@ -345,7 +348,7 @@ def test_stop_before_start_is_harmless() -> None:
 
 
 def test_missing_interpreter_raises_engine_error(tmp_path: Path) -> None:
-    engine = Engine(EngineConfig(model="m", served_model_name="m", python=str(tmp_path / "nope")), api_keys=[])
+    engine = Engine(EngineConfig(model="m", served_model_name="m", python=str(tmp_path / "nope")), api_keys=["k"])
     with pytest.raises(EngineError, match="cannot start vLLM"):
         engine.start()
 
@@ -372,8 +375,18 @@ def test_dev_endpoint_guard_refuses_requests_without_token(monkeypatch: pytest.M
     assert status("/sleep", []) == 403
     assert status("/collective_rpc", [(b"x-fleet-control", b"bad")]) == 403
     assert status("/sleep", [(b"x-fleet-control", b"tok")]) == 200
-    assert status("/v1/chat/completions", []) == 200
+    assert status("/v1/chat/completions", []) == 200  # vLLM itself asks for the API key there
     assert status("/health", []) == 200
+    # an allow-list: paths vLLM leaves without a key, and ones a later release may add, are refused
+    for path in ("/invocations", "/pause", "/update_weights", "/tokenize", "/metrics", "/v1", "/some_new_route"):
+        assert status(path, []) == 403, path
+
+
+def test_no_api_key_refuses_to_start(fake_python: str, tmp_path: Path) -> None:
+    engine = Engine(EngineConfig(model="m", served_model_name="m", python=fake_python), api_keys=[])
+    with pytest.raises(EngineError, match="no API key: the endpoint would be open to anyone"):
+        engine.start()
+    assert engine.process is None
 
 
 # -- local --------------------------------------------------------------------------------------------------
@@ -404,10 +417,11 @@ def test_serve_local_prints_url_and_key_and_stops_on_ctrl_c(fake_python: str, tm
 
     local.serve_local(engine.config, cycle=True, api_key="my-key", out=out)
     port = engine.config.port
+    assert not any("my-key" in line for line in printed)
     assert printed == [
         "sleep + wake cycle: ok",
         f"serving 'tiny' at http://127.0.0.1:{port}/v1",
-        "API key: my-key",
+        "API key: the one you gave (--api-key / FLEET_API_KEY)",
         "press Ctrl-C to stop",
         "stopping",
     ]

@@ -68,6 +68,8 @@ def test_dev_endpoints_refuse_outsiders(served: tuple[Engine, Lines]) -> None:
     assert httpx.post(base + "/sleep?level=1", headers=auth).status_code == 403
     assert httpx.post(base + "/collective_rpc", headers=auth, json={"method": "x"}).status_code == 403
     assert httpx.get(base + "/is_sleeping").status_code == 403
+    # vLLM serves completions on /invocations with no key at all: the guard's allow-list closes it
+    assert httpx.post(base + "/invocations", json=CHAT).status_code == 403
     assert httpx.post(base + "/v1/chat/completions", json=CHAT, headers=auth).status_code == 200  # still awake
 
 
