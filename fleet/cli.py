@@ -535,7 +535,11 @@ def _modal_endpoints(
         if spec.app_name not in deployed:
             missing.append((spec.name, "not deployed (run `fleet deploy`)"))
             continue
-        base = url or f"{client.web_url(spec.app_name, spec.class_name)}/v1"
+        web_url = url or client.web_url(spec.app_name, spec.class_name)
+        if web_url is None:
+            missing.append((spec.name, "deployed, but Modal has no web endpoint for it (redeploy with --force)"))
+            continue
+        base = url or f"{web_url}/v1"
         found.append((spec, Endpoint(spec.name, base, spec.name, api_key)))
     return found, missing
 

@@ -90,10 +90,15 @@ class ModalClient:
         return found
 
     def web_url(self, app_name: str, class_name: str) -> str | None:
+        """The app's endpoint URL, or None when the app (or its class) is not there."""
         import modal
+        from modal.exception import NotFoundError
 
-        cls = modal.Cls.from_name(app_name, class_name, environment_name=self.environment)
-        return cls().serve.get_web_url()
+        try:
+            cls = modal.Cls.from_name(app_name, class_name, environment_name=self.environment)
+            return cls().serve.get_web_url()
+        except NotFoundError:
+            return None
 
     # --- changing state ---
 

@@ -416,6 +416,7 @@ class Attempt:
 PRIMED = "primed"  # cold starts dropped and held: the snapshot is in use
 FAILING = "failing"  # consecutive cold starts failed: restores are probably crashing
 UNPROVEN = "unproven"  # attempts ran out without a drop that held
+ERROR = "error"  # the Modal side (listing or stopping containers) failed: nothing more to measure
 
 
 @dataclass(frozen=True)
@@ -464,7 +465,12 @@ def prime(
     streak = failures = 0
     slowest = 0.0
     for number in range(1, max_attempts + 1):
-        stopped = make_cold()
+        try:
+            stopped = make_cold()
+        except Exception as exc:  # noqa: BLE001 - this model's run ends with the reason; the others go on
+            message = f"could not stop its containers before cold start {number}: {exc}"
+            say(message)
+            return PrimeReport(endpoint, tuple(attempts), ERROR, message)
         timing = timed_chat(client, endpoint, max_tokens=1)
         if not timing.ok:
             failures += 1

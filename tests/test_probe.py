@@ -389,6 +389,23 @@ def test_prime_target_accepts_a_snapshot_already_in_use() -> None:
     assert report.verdict == "primed" and len(report.attempts) == 2
 
 
+def test_prime_ends_one_model_cleanly_when_its_containers_cannot_be_stopped() -> None:
+    calls = []
+
+    def broken_stop() -> int:
+        calls.append(1)
+        if len(calls) > 1:
+            raise probe.ProbeError("1 container(s) still running 120s after being stopped")
+        return 0
+
+    with StandIn(cold_delays=(0.2,), fast_cold=0.05) as server, probe.http_client(30) as client:
+        report = probe.prime(endpoint(server), client, broken_stop, max_attempts=5)
+    assert report.verdict == "error" and not report.ok and len(report.attempts) == 1
+    assert report.message == (
+        "could not stop its containers before cold start 2: 1 container(s) still running 120s after being stopped"
+    )
+
+
 def test_stop_all_stops_each_container_once_and_waits_until_none_is_listed() -> None:
     listings = [["ta-1", "ta-2"], ["ta-2"], ["ta-2", "ta-3"], []]
     stopped: list[str] = []
