@@ -170,18 +170,20 @@ def _load_settings(path: Path, problems: list[Problem]) -> tuple[Settings | None
 # --- models -------------------------------------------------------------------------------------------
 
 
+def model_files(directory: Path) -> list[Path]:
+    """The model files of a catalog: NAME.yaml, not _settings or .hidden files."""
+    return sorted(
+        p for p in directory.glob("*.yaml") if p.is_file() and not p.name.startswith(("_", "."))
+    )
+
+
 def _model_files(directory: Path, problems: list[Problem]) -> list[Path]:
-    paths = []
-    for path in sorted(directory.iterdir()):
-        if path.name.startswith(("_", ".")) or not path.is_file():
-            continue
-        if path.suffix == ".yaml":
-            paths.append(path)
-        elif path.suffix == ".yml":
+    for path in sorted(directory.glob("*.yml")):
+        if not path.name.startswith(("_", ".")):
             problems.append(
                 Problem(display_path(path), 0, "", f"model files end in .yaml: rename it to {path.stem}.yaml")
             )
-    return paths
+    return model_files(directory)
 
 
 def _read_mapping(path: Path, problems: list[Problem]) -> YamlDoc | None:
@@ -452,7 +454,7 @@ def select_problems(result: CheckResult, names: tuple[str, ...]) -> list[Problem
     """The problems that concern the named models (and the shared _fleet.yaml); all when no names."""
     if not names:
         return result.problems
-    stems = {p.stem for p in result.directory.glob("*.yaml") if not p.name.startswith("_")}
+    stems = {p.stem for p in model_files(result.directory)}
     unknown = [n for n in names if n not in stems]
     if unknown:
         raise NotInCatalog(

@@ -81,7 +81,7 @@ def validate(names: tuple[str, ...], catalog_dir: Path, as_json: bool, strict: b
       fleet validate
       fleet validate qwen3.6-27b --strict
     """
-    from .catalog import check_catalog, select_problems
+    from .catalog import check_catalog, model_files, select_problems
 
     result = check_catalog(catalog_dir)
     problems = select_problems(result, names)
@@ -91,15 +91,11 @@ def validate(names: tuple[str, ...], catalog_dir: Path, as_json: bool, strict: b
         click.echo(json.dumps(report, indent=2))
     else:
         print_problems(problems)
-        checked = len(names) if names else len(list(_model_files(catalog_dir)))
+        checked = len(names) if names else len(model_files(catalog_dir))
         warnings = len(problems) - len([p for p in problems if not p.warning])
         verdict = "invalid" if errors else "valid"
         click.echo(f"{checked} model file(s) checked: {verdict}, {len(errors)} error(s), {warnings} warning(s)")
     sys.exit(1 if errors else 0)
-
-
-def _model_files(directory: Path) -> Any:
-    return (p for p in directory.glob("*.yaml") if not p.name.startswith("_"))
 
 
 @main.command("list")
@@ -119,6 +115,7 @@ def list_models(catalog_dir: Path, as_json: bool) -> None:
     rows = [
         {
             "name": m.name,
+            "description": m.description,
             "model": m.model_id,
             "revision": m.revision,
             "gpu": m.gpu_type,
@@ -142,10 +139,11 @@ def list_models(catalog_dir: Path, as_json: bool) -> None:
             f"{r['gpu']} x{r['gpu_count']}",
             "on" if r["snapshot"] else "off",
             f"{r['min_containers']}-{r['max_containers']} x{r['max_concurrent_requests']}, idle {r['scaledown_window']}s",
+            r["description"],
         ]
         for r in rows
     ]
-    echo_table(["NAME", "MODEL", "GPU", "SNAPSHOT", "SCALING"], table)
+    echo_table(["NAME", "MODEL", "GPU", "SNAPSHOT", "SCALING", "DESCRIPTION"], table)
 
 
 def echo_table(header: list[str], rows: list[list[str]], echo: Callable[[str], None] = click.echo) -> None:
@@ -183,7 +181,7 @@ def render(names: tuple[str, ...], all_models: bool, out_dir: Path, check: bool,
     Example:
       fleet render --all
       fleet render qwen3.6-27b --out /tmp/apps
-      fleet render --check        # in CI: is build/apps up to date?
+      fleet render --check        # exit 1 if build/apps differs from the catalog
     """
     from .catalog import load_catalog, select
     from .errors import display_path
@@ -192,10 +190,12 @@ def render(names: tuple[str, ...], all_models: bool, out_dir: Path, check: bool,
     catalog = load_catalog(catalog_dir)
     apps = render_all(select(catalog, selection(names, all_models, required=False)))
     if check:
-        stale = stale_files(apps, out_dir)
+        stale = stale_files(apps, out_dir, prefix=None if names else catalog.settings.prefix)
+        expected = {out_dir / app.filename for app in apps}
         for path in stale:
-            click.echo(f"{display_path(path)}: out of date (run `fleet render`)", err=True)
-        click.echo(f"{len(apps) - len(stale)} of {len(apps)} rendered app(s) up to date")
+            why = "out of date (run `fleet render`)" if path in expected else "not from any catalog model (delete it)"
+            click.echo(f"{display_path(path)}: {why}", err=True)
+        click.echo(f"{len(apps) - len(set(stale) & expected)} of {len(apps)} rendered app(s) up to date")
         sys.exit(1 if stale else 0)
     for path in write_apps(apps, out_dir):
         click.echo(f"wrote {display_path(path)}")
@@ -321,7 +321,8 @@ def deploy(
     )
     click.echo()
     rows = [
-        [o.item.name, o.item.action.value, o.result, f"{o.seconds:.1f}s", o.url or o.error or ""] for o in outcomes
+        [o.item.name, o.item.action.value, o.result, f"{o.seconds:.1f}s", o.url or (o.error or "").split("\n")[0]]
+        for o in outcomes
     ]
     echo_table(["NAME", "ACTION", "RESULT", "TIME", "URL / ERROR"], rows)
     failed = [o for o in outcomes if o.failed]
@@ -893,5 +894,5 @@ def serve(
     config = local_config(EngineConfig(**spec.engine_options()), **changes)  # type: ignore[arg-type]
     try:
         serve_local(config, cycle=cycle, api_key=api_key, out=click.echo)
-    except EngineError as exc:
+    except (EngineError, ValueError) as exc:  # ValueError: a key the engine cannot take (spaces, commas)
         raise FleetError(str(exc)) from None

@@ -184,8 +184,8 @@ def import_app_module(path: Path, module_name: str) -> ModuleType:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for a failed Modal call, for the summary table."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    """A failed Modal call, named by its kind: the first line goes in tables, all of it at the end."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

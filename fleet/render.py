@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .errors import FleetError
 from .spec import ModelSpec, Settings
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -84,22 +85,29 @@ def spec_hash(source: str) -> str:
 
 
 def write_apps(apps: list[RenderedApp], out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for app in apps:
-        path = out_dir / app.filename
-        path.write_text(app.source, encoding="utf-8")
-        written.append(path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for app in apps:
+            path = out_dir / app.filename
+            path.write_text(app.source, encoding="utf-8")
+            written.append(path)
+    except OSError as exc:
+        raise FleetError(f"cannot write the rendered apps into '{out_dir}': {exc.strerror}") from None
     return written
 
 
-def stale_files(apps: list[RenderedApp], out_dir: Path) -> list[Path]:
-    """Rendered files on disk that are missing or differ from what the catalog gives now."""
+def stale_files(apps: list[RenderedApp], out_dir: Path, *, prefix: str | None = None) -> list[Path]:
+    """Rendered files on disk that are missing or differ from what the catalog gives now; with `prefix`
+    (a check of the whole catalog), also files of that prefix left over from models no longer in it."""
     stale = []
     for app in apps:
         path = out_dir / app.filename
         if not path.is_file() or path.read_text(encoding="utf-8") != app.source:
             stale.append(path)
+    if prefix is not None and out_dir.is_dir():
+        expected = {app.filename for app in apps}
+        stale += sorted(p for p in out_dir.glob(f"{prefix}_*.py") if p.name not in expected)
     return stale
 
 

@@ -270,7 +270,7 @@ def test_list_shows_the_catalog(catalog: Path) -> None:
     result = run("list", catalog=catalog)
     assert result.exit_code == 0
     assert result.output.splitlines() == [
-        "NAME  MODEL                        GPU    SNAPSHOT  SCALING",
+        "NAME  MODEL                        GPU    SNAPSHOT  SCALING            DESCRIPTION",
         "m     Qwen/Qwen3-4B-Instruct-2507  L4 x1  on        0-2 x4, idle 600s",
     ]
     [row] = json.loads(run("list", "--json", catalog=catalog).output)

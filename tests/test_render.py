@@ -117,6 +117,12 @@ def test_render_writes_files_and_check_finds_stale_ones(tmp_path: Path) -> None:
     stale = runner.invoke(main, ["render", "--check", "--out", str(out), *catalog])
     assert stale.exit_code == 1
     assert "fleet_qwen3_4b.py: out of date (run `fleet render`)" in stale.stderr
+    (out / "fleet_qwen3_4b.py").unlink()
+    (out / "fleet_retired.py").write_text("# a model removed from the catalog\n")
+    leftover = runner.invoke(main, ["render", "--all", "--check", "--out", str(out), *catalog])
+    assert leftover.exit_code == 1
+    assert "fleet_retired.py: not from any catalog model (delete it)" in leftover.stderr
+    assert "4 of 5 rendered app(s) up to date" in leftover.stdout
 
 
 def test_rendered_apps_import_offline_with_the_real_modal(shipped, tmp_path: Path) -> None:
