@@ -300,7 +300,7 @@ def deploy(
       fleet deploy --all --parallel 8
       fleet deploy qwen3.6-27b --force
     """
-    from .deploy import apply_plan, make_plan, secrets_needed
+    from .deploy import apply_plan, check_secrets, make_plan
 
     selection(names, all_models, required=True)
     catalog, apps = _rendered(catalog_dir, names, out_dir)
@@ -308,9 +308,7 @@ def deploy(
         _print_dry_run(apps, out_dir)
         return
     client = _client(catalog, environment)
-    missing = client.missing_secrets(secrets_needed([a.spec for a in apps]))
-    if missing:
-        raise FleetError(_missing_secrets_message(missing, catalog.settings))
+    check_secrets(client, [a.spec for a in apps], catalog.settings)
     items = make_plan(apps, client.deployed_apps())
 
     def progress(name: str, message: str) -> None:
@@ -353,13 +351,6 @@ def _print_dry_run(apps: list[Any], out_dir: Path) -> None:
     click.echo("Run `fleet plan --all` with Modal credentials to see which apps are new, changed or unchanged.")
 
 
-def _missing_secrets_message(missing: list[str], settings: Any) -> str:
-    variable = {settings.api_key_secret: "VLLM_API_KEY=<key>", settings.hf_token_secret: "HF_TOKEN=<token>"}
-    lines = [f"missing Modal secret(s): {', '.join(missing)}; nothing was deployed. Create them with:"]
-    lines += [f"  modal secret create {name} {variable.get(name, 'KEY=<value>')}" for name in missing]
-    return "\n".join(lines)
-
-
 @main.command()
 @ENV_OPTION
 @CATALOG_OPTION
@@ -372,31 +363,11 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
       fleet status
       fleet status --json
     """
-    from .deploy import Action, make_plan
+    from .deploy import make_plan, status_rows
 
     catalog, apps = _rendered(catalog_dir, ())
     client = _client(catalog, environment)
-    items = make_plan(apps, client.deployed_apps(), orphans_of=catalog.settings.prefix)
-    rows = []
-    for item in items:
-        spec = item.rendered.spec if item.rendered else None
-        deployed = item.deployed
-        rows.append(
-            {
-                "name": item.name,
-                "app": item.app_name,
-                "deployed": deployed is not None,
-                "in_sync": item.action is Action.UNCHANGED,
-                "state": {"new": "not deployed", "changed": "out of date", "unchanged": "in sync"}.get(
-                    item.action.value, "orphaned"
-                ),
-                "url": client.web_url(item.app_name, spec.class_name) if deployed and spec else None,
-                "gpu": f"{spec.gpu_type}:{spec.gpu_count}" if spec else None,
-                "deployed_at": deployed.deployed_at.isoformat(timespec="seconds")
-                if deployed and deployed.deployed_at
-                else None,
-            }
-        )
+    rows = status_rows(make_plan(apps, client.deployed_apps(), orphans_of=catalog.settings.prefix), client)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -450,7 +421,7 @@ def destroy(names: tuple[str, ...], orphans: bool, yes: bool, environment: str |
       fleet destroy --orphans --yes
     """
     from .catalog import load_catalog, select
-    from .deploy import Action, make_plan
+    from .deploy import Action, make_plan, stop_apps
     from .render import render_all
 
     if bool(names) == orphans:
@@ -469,15 +440,12 @@ def destroy(names: tuple[str, ...], orphans: bool, yes: bool, environment: str |
     if not yes:
         click.confirm(f"Stop {', '.join(targets)}? Their endpoints and snapshots go away", abort=True)
     failed = []
-    for app_name in targets:
-        try:
-            client.stop(app_name)
+    for app_name, error in stop_apps(client, targets):
+        if error is None:
             click.echo(f"stopped {app_name}")
-        except Exception as exc:  # noqa: BLE001 - report each app, stop the others anyway
-            from .modal_api import describe_error
-
+        else:
             failed.append(app_name)
-            click.echo(f"error: {app_name}: {describe_error(exc)}", err=True)
+            click.echo(f"error: {app_name}: {error}", err=True)
     sys.exit(1 if failed else 0)
 
 

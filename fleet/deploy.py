@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .modal_api import DeployedApp, ModalClient, describe_error
 from .render import TAG_SPEC_HASH, RenderedApp, app_tags
-from .spec import ModelSpec
+from .errors import FleetError
+from .spec import ModelSpec, Settings
 
 Progress = Callable[[str, str], None]
 
@@ -79,6 +80,53 @@ def make_plan(
 
 def secrets_needed(specs: list[ModelSpec]) -> list[str]:
     return sorted({name for spec in specs for name in spec.secrets})
+
+
+def check_secrets(client: ModalClient, specs: list[ModelSpec], settings: Settings) -> None:
+    """Before any deploy: every secret the models mount exists, or one error with the commands that fix it."""
+    missing = client.missing_secrets(secrets_needed(specs))
+    if not missing:
+        return
+    variable = {settings.api_key_secret: "VLLM_API_KEY=<key>", settings.hf_token_secret: "HF_TOKEN=<token>"}
+    lines = [f"missing Modal secret(s): {', '.join(missing)}; nothing was deployed. Create them with:"]
+    lines += [f"  modal secret create {name} {variable.get(name, 'KEY=<value>')}" for name in missing]
+    raise FleetError("\n".join(lines))
+
+
+def status_rows(items: list[PlanItem], client: ModalClient) -> list[dict[str, object]]:
+    """`fleet status`: one row per catalog model and orphan, with the URL read back from Modal."""
+    state = {Action.NEW: "not deployed", Action.CHANGED: "out of date", Action.UNCHANGED: "in sync"}
+    rows = []
+    for item in items:
+        spec = item.rendered.spec if item.rendered else None
+        deployed = item.deployed
+        rows.append(
+            {
+                "name": item.name,
+                "app": item.app_name,
+                "deployed": deployed is not None,
+                "in_sync": item.action is Action.UNCHANGED,
+                "state": state.get(item.action, "orphaned"),
+                "url": client.web_url(item.app_name, spec.class_name) if deployed and spec else None,
+                "gpu": spec.gpu if spec else None,
+                "deployed_at": deployed.deployed_at.isoformat(timespec="seconds")
+                if deployed and deployed.deployed_at
+                else None,
+            }
+        )
+    return rows
+
+
+def stop_apps(client: ModalClient, app_names: list[str]) -> list[tuple[str, str | None]]:
+    """Stop each app; (name, error or None) for each, so one failure does not keep the others running."""
+    results = []
+    for app_name in app_names:
+        try:
+            client.stop(app_name)
+            results.append((app_name, None))
+        except Exception as exc:  # noqa: BLE001 - reported per app
+            results.append((app_name, describe_error(exc)))
+    return results
 
 
 def apply_plan(
