@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -16,7 +17,10 @@ from typing import Any
 from .errors import FleetError
 from .spec import ModelSpec, Settings
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+# templates/ of the checkout (an editable install); a wheel installs it under <prefix>/share/fleet/.
+CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+INSTALLED_TEMPLATES = Path(sys.prefix) / "share" / "fleet" / "templates"
+TEMPLATES_DIR = CHECKOUT_TEMPLATES if CHECKOUT_TEMPLATES.is_dir() else INSTALLED_TEMPLATES
 RUNTIME_FILES = (Path(__file__).with_name("__init__.py"), Path(__file__).with_name("runtime.py"))
 WEB_STARTUP_TIMEOUT = 60
 LINE_WIDTH = 100
