@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -229,12 +230,18 @@ def _load_model(
     problems.extend(found)
     if found:
         return None
-    source = f"{path.parent.resolve().name}/{path.name}"
+    source = f"{_directory_name(str(path.parent), os.getcwd())}/{path.name}"
     spec = _to_spec(apply_defaults(schema("model"), merged), shown, source, settings, doc.line_of(("name",)))
     for key_path, message in risk_warnings(spec):
         file, line = where(key_path)
         problems.append(Problem(file, line, ".".join(key_path), message, warning=True))
     return spec
+
+
+@cache
+def _directory_name(directory: str, cwd: str) -> str:
+    """The catalog directory's own name ("catalog"), whatever path reached it (relative to `cwd`)."""
+    return (Path(cwd) / directory).resolve().name
 
 
 def _to_spec(data: dict[str, Any], shown: str, source: str, settings: Settings, line: int) -> ModelSpec:

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -64,7 +66,12 @@ class EngineUnavailable(FleetError):
 
 def display_path(path: Path) -> str:
     """A path as the user would type it: relative to the working directory when it is below it."""
+    return _display_path(str(path), os.getcwd())
+
+
+@lru_cache(maxsize=4096)  # a catalog names each file several times; resolving costs system calls
+def _display_path(path: str, cwd: str) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(Path(path).resolve().relative_to(Path(cwd).resolve()))
     except ValueError:
-        return str(path)
+        return path
