@@ -146,6 +146,13 @@ def list_models(catalog_dir: Path, as_json: bool) -> None:
     echo_table(["NAME", "MODEL", "GPU", "SNAPSHOT", "SCALING", "DESCRIPTION"], table)
 
 
+def finish(errors: list[tuple[str, str]]) -> None:
+    """End a command that acted on several models: each failure as `error: NAME: ...`, exit 1 if any."""
+    for name, message in errors:
+        click.echo(f"error: {name}: {message}", err=True)
+    sys.exit(1 if errors else 0)
+
+
 def echo_table(header: list[str], rows: list[list[str]], echo: Callable[[str], None] = click.echo) -> None:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
     for row in [header, *rows]:
@@ -327,9 +334,7 @@ def deploy(
     deployed = len([o for o in outcomes if o.result == "deployed"])
     skipped = len([o for o in outcomes if o.result == "skipped"])
     click.echo(f"\n{deployed} deployed, {skipped} unchanged (skipped), {len(failed)} failed")
-    for outcome in failed:
-        click.echo(f"error: {outcome.item.name}: {outcome.error}", err=True)
-    sys.exit(1 if failed else 0)
+    finish([(o.item.name, o.error or "failed") for o in failed])
 
 
 def _print_dry_run(apps: list[Any], out_dir: Path) -> None:
@@ -600,11 +605,7 @@ def smoke(
         echo_table(["NAME", "CHECK", "RESULT", "TIME", "DETAIL"], table)
         total = len(reports) + len(missing)
         click.echo(f"\n{total - len(failed) - len(missing)} of {total} endpoint(s) passed")
-    for report in failed:
-        click.echo(f"error: {report.endpoint.name}: smoke test failed ({report.endpoint.base_url})", err=True)
-    for name, reason in missing:
-        click.echo(f"error: {name}: {reason}", err=True)
-    sys.exit(1 if failed or missing else 0)
+    finish([(r.endpoint.name, f"smoke test failed ({r.endpoint.base_url})") for r in failed] + missing)
 
 
 @main.command()
@@ -707,11 +708,7 @@ def prime(
             click.echo(f"{report.endpoint.name}: {report.verdict}: {report.message}")
         for name, why in skipped:
             click.echo(f"{name}: skipped: {why}")
-    for report in failed:
-        click.echo(f"error: {report.endpoint.name}: {report.verdict}", err=True)
-    for name, why in missing:
-        click.echo(f"error: {name}: {why}", err=True)
-    sys.exit(1 if failed or missing else 0)
+    finish([(r.endpoint.name, r.verdict) for r in failed] + missing)
 
 
 @main.command()
