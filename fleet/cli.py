@@ -263,7 +263,8 @@ def plan(names: tuple[str, ...], all_models: bool, environment: str | None, cata
     selection(names, all_models, required=False)
     catalog, apps = _rendered(catalog_dir, names)
     prefix = None if names else catalog.settings.prefix
-    items = make_plan(apps, _client(catalog, environment).deployed_apps(), orphans_of=prefix)
+    deployed = _client(catalog, environment).deployed_apps(catalog.settings.prefix)
+    items = make_plan(apps, deployed, orphans_of=prefix)
     if as_json:
         click.echo(json.dumps([{"name": i.name, "app": i.app_name, "action": i.action.value} for i in items], indent=2))
         return
@@ -316,7 +317,7 @@ def deploy(
         return
     client = _client(catalog, environment)
     check_secrets(client, [a.spec for a in apps], catalog.settings)
-    items = make_plan(apps, client.deployed_apps())
+    items = make_plan(apps, client.deployed_apps(catalog.settings.prefix))
 
     def progress(name: str, message: str) -> None:
         click.echo(f"[{name}] {message}")
@@ -372,7 +373,8 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
 
     catalog, apps = _rendered(catalog_dir, ())
     client = _client(catalog, environment)
-    rows = status_rows(make_plan(apps, client.deployed_apps(), orphans_of=catalog.settings.prefix), client)
+    prefix = catalog.settings.prefix
+    rows = status_rows(make_plan(apps, client.deployed_apps(prefix), orphans_of=prefix), client)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -394,7 +396,7 @@ def endpoints(environment: str | None, catalog_dir: Path, as_json: bool) -> None
     """
     catalog, apps = _rendered(catalog_dir, ())
     client = _client(catalog, environment)
-    deployed = client.deployed_apps()
+    deployed = client.deployed_apps(catalog.settings.prefix)
     rows = []
     for app in apps:
         if app.spec.app_name not in deployed:
@@ -433,7 +435,7 @@ def destroy(names: tuple[str, ...], orphans: bool, yes: bool, environment: str |
         raise click.UsageError("give model NAMES or --orphans (one of them)")
     catalog = load_catalog(catalog_dir)
     client = _client(catalog, environment)
-    deployed = client.deployed_apps()
+    deployed = client.deployed_apps(catalog.settings.prefix)
     if orphans:
         items = make_plan(render_all(list(catalog.models)), deployed, orphans_of=catalog.settings.prefix)
         targets = [i.app_name for i in items if i.action is Action.ORPHANED]
@@ -503,7 +505,9 @@ def _modal_endpoints(
     """(spec, Endpoint) for each deployed model, and (name, reason) for those that cannot be probed."""
     from .probe import Endpoint
 
-    deployed = client.deployed_apps()
+    if not specs:
+        return [], []
+    deployed = client.deployed_apps(specs[0].settings.prefix)
     found, missing = [], []
     for spec in specs:
         if spec.app_name not in deployed:

@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -73,21 +74,24 @@ class ModalClient:
 
     # --- reading state ---
 
-    def deployed_apps(self) -> dict[str, DeployedApp]:
-        """Every app in the environment that fleet deployed (tagged as managed), by app name."""
+    def deployed_apps(self, prefix: str) -> dict[str, DeployedApp]:
+        """Every app of this fleet (`prefix`) in the environment that fleet deployed, by app name."""
         import modal
 
         environment = modal.Environment.from_name(self._environment_name())
-        found = {}
-        for app in environment.apps.list():
-            if not app.name:
-                continue
+        ours = [app for app in environment.apps.list() if app.name and app.name.startswith(f"{prefix}-")]
+
+        def describe(app: modal.App) -> DeployedApp | None:
             tags = app.get_tags()
             if tags.get(TAG_MANAGED) != "true":
-                continue
+                return None
             deployed_at = app.info().lifecycle.deployed_at  # the listing already carries it
-            found[app.name] = DeployedApp(app.name, app.app_id, tags, deployed_at)
-        return found
+            return DeployedApp(app.name, app.app_id, tags, deployed_at)
+
+        # One tag lookup per app: in parallel, so a large fleet's plan stays quick.
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="tags") as pool:
+            found = [d for d in pool.map(describe, ours) if d is not None]
+        return {d.name: d for d in found}
 
     def web_url(self, app_name: str, class_name: str) -> str | None:
         """The app's endpoint URL, or None when the app (or its class) is not there."""
