@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .errors import CatalogInvalid, FleetError, Problem
+from .errors import CatalogInvalid, FleetError, ModalUnavailable, Problem
 
 CATALOG_OPTION = click.option(
     "--catalog",
@@ -313,7 +313,7 @@ def deploy(
     selection(names, all_models, required=True)
     catalog, apps = _rendered(catalog_dir, names, out_dir)
     if dry_run:
-        _print_dry_run(apps, out_dir)
+        _print_dry_run(apps, out_dir, _plan_if_reachable(apps, catalog, environment, force))
         return
     client = _client(catalog, environment)
     check_secrets(client, [a.spec for a in apps], catalog.settings)
@@ -338,14 +338,29 @@ def deploy(
     finish([(o.item.name, o.error or "failed") for o in failed])
 
 
-def _print_dry_run(apps: list[Any], out_dir: Path) -> None:
+def _plan_if_reachable(apps: list[Any], catalog: Any, environment: str | None, force: bool) -> dict[str, str]:
+    """What a deploy would do per model, read from Modal when credentials are there; {} without an account."""
+    from .deploy import Action, make_plan
+    from .modal_api import ModalClient
+
+    client = ModalClient(environment or catalog.settings.environment)
+    try:
+        client.require_credentials()
+    except ModalUnavailable:
+        return {}
+    items = make_plan(apps, client.deployed_apps(catalog.settings.prefix))
+    skip = {Action.UNCHANGED: "skip (unchanged)"}
+    return {i.name: ("redeploy (--force)" if force else skip.get(i.action, f"deploy ({i.action.value})")) for i in items}
+
+
+def _print_dry_run(apps: list[Any], out_dir: Path, plan: dict[str, str]) -> None:
     from .errors import display_path
 
     click.echo(f"Dry run: {len(apps)} app(s) rendered into {display_path(out_dir)}; nothing deployed.")
     rows = [
         [
             a.spec.name,
-            a.spec.app_name,
+            plan.get(a.spec.name, "deploy"),
             f"{a.spec.gpu_type} x{a.spec.gpu_count}",
             "on" if a.spec.snapshot else "off",
             ", ".join(a.spec.secrets),
@@ -353,8 +368,9 @@ def _print_dry_run(apps: list[Any], out_dir: Path) -> None:
         ]
         for a in apps
     ]
-    echo_table(["NAME", "APP", "GPU", "SNAPSHOT", "SECRETS", "SPEC HASH"], rows)
-    click.echo("Run `fleet plan --all` with Modal credentials to see which apps are new, changed or unchanged.")
+    echo_table(["NAME", "WOULD", "GPU", "SNAPSHOT", "SECRETS", "SPEC HASH"], rows)
+    if not plan:
+        click.echo("No Modal credentials: every app is shown as a deploy. With them, unchanged apps show as skipped.")
 
 
 @main.command()

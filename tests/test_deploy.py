@@ -150,6 +150,17 @@ def test_dry_run_needs_no_account(catalog: Path, monkeypatch) -> None:
     assert result.exit_code == 0, result.stderr
     assert "Dry run: 3 app(s) rendered into build/apps; nothing deployed." in result.stdout
     assert (catalog.parent / "build/apps/fleet_alpha.py").is_file()
+    assert result.stdout.splitlines()[2].split()[:2] == ["alpha", "deploy"]
+
+
+def test_dry_run_with_an_account_shows_what_would_be_skipped(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "alpha").exit_code == 0
+    fake_modal.requests.clear()
+    result = fleet("deploy", "--all", "--dry-run")
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
+    assert "skip (unchanged)" in rows["alpha"] and "deploy (new)" in rows["beta"]
+    assert fake_modal.calls("FunctionCreate") == [] and fake_modal.calls("AppPublish") == []
 
 
 def test_deploy_refuses_an_invalid_catalog_before_modal(fake_modal, catalog: Path) -> None:
