@@ -146,6 +146,7 @@ def test_missing_secret_is_reported_before_any_deploy(fake_modal, catalog: Path)
 def test_dry_run_needs_no_account(catalog: Path, monkeypatch) -> None:
     monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
     monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
+    monkeypatch.setattr("modal.config._user_config", {})  # no ~/.modal.toml profile either
     result = fleet("deploy", "--all", "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert "Dry run: 3 app(s) rendered into build/apps; nothing deployed." in result.stdout
