@@ -25,6 +25,14 @@ CATALOG_OPTION = click.option(
     help="Catalog directory (env FLEET_CATALOG).",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+OUT_OPTION = click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("build/apps"),
+    show_default=True,
+    help="Where the generated apps are written.",
+)
 
 
 class FleetGroup(click.Group):
@@ -171,14 +179,7 @@ def selection(names: tuple[str, ...], all_models: bool, *, required: bool) -> tu
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_models", is_flag=True, help="Every model in the catalog (the default).")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("build/apps"),
-    show_default=True,
-    help="Where the generated apps are written.",
-)
+@OUT_OPTION
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file on disk differs from the catalog.")
 @CATALOG_OPTION
 def render(names: tuple[str, ...], all_models: bool, out_dir: Path, check: bool, catalog_dir: Path) -> None:
@@ -277,14 +278,7 @@ def plan(names: tuple[str, ...], all_models: bool, environment: str | None, cata
 @click.option("--force", is_flag=True, help="Redeploy unchanged apps too (throws their snapshots away).")
 @click.option("--dry-run", is_flag=True, help="Validate, render and show the plan; deploy nothing. No account needed.")
 @click.option("--skip-weights", is_flag=True, help="Do not pre-download weights into the shared cache.")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("build/apps"),
-    show_default=True,
-    help="Where the generated apps are written.",
-)
+@OUT_OPTION
 @ENV_OPTION
 @CATALOG_OPTION
 def deploy(
