@@ -12,9 +12,7 @@ import os
 import signal
 import socket
 import stat
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
