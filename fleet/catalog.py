@@ -99,7 +99,8 @@ def check_catalog(directory: Path) -> CheckResult:
     result = CheckResult(directory=directory, catalog=None)
     settings_path = directory / SETTINGS_FILE
     settings, defaults_doc = _load_settings(settings_path, result.problems)
-    model_paths = _model_files(directory, result.problems)
+    result.problems.extend(_stray_yml_problems(directory))
+    model_paths = model_files(directory)
     if not model_paths and not result.problems:
         result.problems.append(
             Problem(display_path(directory), 0, "", "the catalog is empty: add one NAME.yaml per model")
@@ -129,10 +130,14 @@ def select(catalog: Catalog, names: tuple[str, ...] | list[str]) -> list[ModelSp
     if not names:
         return list(catalog.models)
     by_name = {m.name: m for m in catalog.models}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise NotInCatalog("; ".join(f"'{n}' is not in the catalog{_did_you_mean(n, by_name)}" for n in unknown))
+    _require_known(names, by_name)
     return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def _require_known(names: tuple[str, ...] | list[str], known: Any) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise NotInCatalog("; ".join(f"'{n}' is not in the catalog{_did_you_mean(n, known)}" for n in unknown))
 
 
 # --- settings -----------------------------------------------------------------------------------------
@@ -159,7 +164,6 @@ def _load_settings(path: Path, problems: list[Problem]) -> tuple[Settings | None
         vllm_cache_volume=data["volumes"]["vllm_cache"],
         api_key_secret=data["secrets"]["api_key"],
         hf_token_secret=data["secrets"]["hf_token"],
-        file=shown,
     )
     if "name" in data["defaults"]:
         line = doc.line_of(("defaults", "name"))
@@ -178,13 +182,13 @@ def model_files(directory: Path) -> list[Path]:
     )
 
 
-def _model_files(directory: Path, problems: list[Problem]) -> list[Path]:
-    for path in sorted(directory.glob("*.yml")):
-        if not path.name.startswith(("_", ".")):
-            problems.append(
-                Problem(display_path(path), 0, "", f"model files end in .yaml: rename it to {path.stem}.yaml")
-            )
-    return model_files(directory)
+def _stray_yml_problems(directory: Path) -> list[Problem]:
+    """A NAME.yml would be silently skipped: say so instead."""
+    return [
+        Problem(display_path(path), 0, "", f"model files end in .yaml: rename it to {path.stem}.yaml")
+        for path in sorted(directory.glob("*.yml"))
+        if not path.name.startswith(("_", "."))
+    ]
 
 
 def _read_mapping(path: Path, problems: list[Problem]) -> YamlDoc | None:
@@ -461,12 +465,7 @@ def select_problems(result: CheckResult, names: tuple[str, ...]) -> list[Problem
     """The problems that concern the named models (and the shared _fleet.yaml); all when no names."""
     if not names:
         return result.problems
-    stems = {p.stem for p in model_files(result.directory)}
-    unknown = [n for n in names if n not in stems]
-    if unknown:
-        raise NotInCatalog(
-            "; ".join(f"'{n}' is not in the catalog{_did_you_mean(n, stems)}" for n in unknown)
-        )
+    _require_known(names, {p.stem for p in model_files(result.directory)})
     files = {display_path(result.directory / f"{n}.yaml") for n in names}
     files.add(display_path(result.directory / SETTINGS_FILE))
     return [p for p in result.problems if p.file in files]

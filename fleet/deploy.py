@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
+from .errors import FleetError
 from .modal_api import DeployedApp, ModalClient, describe_error
 from .render import TAG_SPEC_HASH, RenderedApp, app_tags
-from .errors import FleetError
 from .spec import ModelSpec, Settings
 
 Progress = Callable[[str, str], None]
@@ -179,7 +179,7 @@ def _deploy_one(item: PlanItem, client: ModalClient, apps_dir: Path, *, force: b
             return Outcome(item, "skipped", time.monotonic() - started, url=url)
         report(item.name, f"deploying ({item.action.value})")
         path = apps_dir / item.rendered.filename
-        _, url = client.deploy(path, spec.module_name, spec.class_name, app_tags(spec, item.rendered.spec_hash))
+        url = client.deploy(path, spec.module_name, spec.class_name, app_tags(spec, item.rendered.spec_hash))
         seconds = time.monotonic() - started
         report(item.name, f"deployed in {seconds:.1f}s: {url}")
         return Outcome(item, "deployed", seconds, url=url)

@@ -3,8 +3,10 @@
     FleetError
     ├── CatalogInvalid      the catalog has errors (each a Problem with file, line, key path)
     ├── NotInCatalog        a model name asked for is not in the catalog
-    ├── ModalUnavailable    no credentials, or the Modal client is missing
-    └── EngineUnavailable   vLLM is not installed where `fleet serve --local` needs it
+    ├── ModalUnavailable    no credentials, Modal unreachable, or a `modal` command failed
+    └── ProbeError          (fleet/probe.py) an endpoint check could not be carried out
+
+The runtime's own EngineError (fleet/runtime.py, standard library only) is turned into a FleetError by the CLI.
 """
 
 from __future__ import annotations
@@ -57,10 +59,6 @@ class NotInCatalog(FleetError):
 
 
 class ModalUnavailable(FleetError):
-    pass
-
-
-class EngineUnavailable(FleetError):
     pass
 
 

@@ -106,16 +106,16 @@ class ModalClient:
 
     # --- changing state ---
 
-    def deploy(self, path: Path, module_name: str, class_name: str, tags: dict[str, str]) -> tuple[str, str | None]:
+    def deploy(self, path: Path, module_name: str, class_name: str, tags: dict[str, str]) -> str | None:
         """Deploy one rendered app file; record `tags` on it (a redeploy does not send constructor tags).
 
-        Returns the app id and the web endpoint's URL.
+        Returns the web endpoint's URL.
         """
         module = import_app_module(path, module_name)
         app = module.app
         app.deploy(environment_name=self.environment)
         app.set_tags(tags)
-        return app.app_id, getattr(module, class_name)().serve.get_web_url()
+        return getattr(module, class_name)().serve.get_web_url()
 
     def fetch_weights(self, app_name: str) -> str:
         """Run the deployed app's CPU download function: weights land in the shared cache before a GPU waits."""

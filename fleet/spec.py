@@ -48,7 +48,6 @@ class Settings:
     vllm_cache_volume: str
     api_key_secret: str
     hf_token_secret: str
-    file: str = "catalog/_fleet.yaml"
 
 
 @dataclass(frozen=True)
@@ -161,6 +160,3 @@ class Catalog:
     directory: Path
     settings: Settings
     models: tuple[ModelSpec, ...]
-
-    def names(self) -> list[str]:
-        return [m.name for m in self.models]
