@@ -1,7 +1,4 @@
-"""`fleet smoke`, `fleet prime`, `fleet bench`: the commands that observe deployed endpoints (fleet/probe.py).
-
-Registered on the `fleet` group when fleet/cli.py is imported; like every command, they parse, call, print.
-"""
+"""`fleet smoke`, `fleet prime`, `fleet bench`: the commands that observe deployed endpoints (fleet/probe.py)."""
 
 from __future__ import annotations
 
@@ -13,18 +10,8 @@ from typing import Any
 
 import click
 
-from .cli import (
-    CATALOG_OPTION,
-    ENV_OPTION,
-    JSON_OPTION,
-    _client,
-    echo_table,
-    finish,
-    main,
-    selection,
-    with_names,
-)
-from .errors import FleetError
+from ..errors import FleetError
+from .common import CATALOG_OPTION, ENV_OPTION, JSON_OPTION, _client, echo_table, finish, selection, with_names
 
 # --- observing endpoints: smoke, prime, bench (fleet/probe.py) ---------------------------------------------
 
@@ -59,7 +46,7 @@ def _require_key(api_key: str | None) -> str:
 
 
 def _url_endpoint(url: str, names: tuple[str, ...], model: str | None, api_key: str) -> Any:
-    from .probe import Endpoint
+    from ..probe import Endpoint
 
     if len(names) > 1:
         raise click.UsageError("--url probes one endpoint: give at most one NAME")
@@ -73,7 +60,7 @@ def _modal_endpoints(
     specs: list[Any], client: Any, api_key: str, url: str | None = None
 ) -> tuple[list[tuple[Any, Any]], list[tuple[str, str]]]:
     """(spec, Endpoint) for each deployed model, and (name, reason) for those that cannot be probed."""
-    from .probe import Endpoint
+    from ..probe import Endpoint
 
     if not specs:
         return [], []
@@ -102,7 +89,7 @@ def _run_parallel(function: Callable[[Any], Any], items: list[Any], parallel: in
 
 
 def _container_stopper(client: Any, app_name: str) -> Callable[[], int]:
-    from .probe import stop_all
+    from ..probe import stop_all
 
     return lambda: stop_all(lambda: client.containers(app_name), client.stop_container)
 
@@ -111,7 +98,7 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
-@main.command()
+@click.command()
 @with_names
 @URL_OPTION
 @MODEL_OPTION
@@ -143,8 +130,8 @@ def smoke(
       fleet smoke qwen3-4b --json
       fleet smoke --url http://127.0.0.1:8000/v1 --model tiny
     """
-    from .probe import http_client
-    from .probe import smoke as run_smoke
+    from ..probe import http_client
+    from ..probe import smoke as run_smoke
 
     key = _require_key(api_key)
     missing: list[tuple[str, str]] = []
@@ -153,7 +140,7 @@ def smoke(
             raise click.UsageError("--url probes one endpoint: not with --all")
         endpoints = [_url_endpoint(url, names, model, key)]
     else:
-        from .catalog import load_catalog, select
+        from ..catalog import load_catalog, select
 
         selection(names, all_models, required=True)
         catalog = load_catalog(catalog_dir)
@@ -182,7 +169,7 @@ def smoke(
     finish([(r.endpoint.name, f"smoke test failed ({r.endpoint.base_url})") for r in failed] + missing)
 
 
-@main.command()
+@click.command()
 @with_names
 @click.option(
     "--max-cold-starts", default=8, show_default=True, type=click.IntRange(1, 50), help="Give up after this many."
@@ -222,9 +209,9 @@ def prime(
       fleet prime qwen3.6-27b --max-cold-starts 10
       fleet prime qwen3-4b --target 60     # already primed? accept 60 s cold starts
     """
-    from .catalog import load_catalog, select
-    from .probe import http_client
-    from .probe import prime as run_prime
+    from ..catalog import load_catalog, select
+    from ..probe import http_client
+    from ..probe import prime as run_prime
 
     selection(names, all_models, required=True)
     if url and len(names) != 1:
@@ -285,7 +272,7 @@ def prime(
     finish([(r.endpoint.name, r.verdict) for r in failed] + missing)
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 256), help="Requests at once.")
 @click.option("--requests", "requests_", default=32, show_default=True, type=click.IntRange(1, 10_000),
@@ -326,15 +313,15 @@ def bench(
       fleet bench qwen3-4b --json >> bench-history.jsonl
       fleet bench tiny --url http://127.0.0.1:8000/v1 --requests 4
     """
-    from .probe import bench as run_bench
-    from .probe import http_client
+    from ..probe import bench as run_bench
+    from ..probe import http_client
 
     key = _require_key(api_key)
     make_cold = None
     if url:
         endpoint = _url_endpoint(url, (name,), model, key)
     else:
-        from .catalog import load_catalog, select
+        from ..catalog import load_catalog, select
 
         catalog = load_catalog(catalog_dir)
         spec = select(catalog, (name,))[0]
@@ -382,3 +369,5 @@ def bench(
             reasons.append(f"time limit reached after {len(report.warm)} of {report.requested} requests")
         click.echo(f"error: {endpoint.name}: bench failed: {'; '.join(r for r in reasons if r)}", err=True)
     sys.exit(0 if report.ok else 1)
+
+COMMANDS = [smoke, prime, bench]

@@ -1,0 +1,57 @@
+"""The `fleet` command: a group of thin commands, one module per command family.
+
+Each command parses its arguments, calls one stage function and prints the typed result. Stage modules are
+imported inside the commands, so `fleet --help` stays fast and never imports modal. The command modules
+import only `common`, never each other or this module: no import cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..errors import CatalogInvalid, FleetError
+from . import catalog_cmds, deploy_cmds, observe_cmds, probe_cmds, serve_cmds
+from .common import print_problems
+
+# One line per command module; a new family of commands is a new module and one entry here.
+COMMAND_MODULES = (catalog_cmds, deploy_cmds, observe_cmds, probe_cmds, serve_cmds)
+
+class FleetGroup(click.Group):
+    """Funnels the user's mistakes into one `error: ...` line and exit code 1; bugs keep their traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CatalogInvalid as exc:
+            print_problems(exc.problems)
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except FleetError as exc:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            # Modal's own errors (not found, auth, server) are the user's to read, not a traceback.
+            if not type(exc).__module__.startswith(("modal.", "grpclib.")) or (ctx.obj and ctx.obj.get("verbose")):
+                raise
+            from ..modal_api import describe_error
+
+            click.echo(f"error: Modal: {describe_error(exc)}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="fleet")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Deploy a catalog of open LLMs as scale-to-zero vLLM endpoints on Modal."""
+    ctx.obj = {"verbose": verbose}
+
+
+for _module in COMMAND_MODULES:
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
