@@ -43,6 +43,11 @@ from grpclib import GRPCError, Status
 from modal_proto import api_pb2
 from modal_proto.api_grpc import ModalClientBase
 
+try:  # imported as a top-level module (tests/ on sys.path) or as part of the tests package
+    from fake_modal_dict import DictMixin
+except ImportError:  # pragma: no cover
+    from .fake_modal_dict import DictMixin
+
 DEFAULT_ENVIRONMENT = "main"
 DEFAULT_WORKSPACE = "fleet-test"
 IMAGE_BUILDER_VERSION = "2025.06"
@@ -131,7 +136,7 @@ class _DeployFailure:
     status: Status
 
 
-class FakeModal(ModalClientBase):
+class FakeModal(DictMixin, ModalClientBase):
     """Fake Modal control plane served by grpclib in a background thread."""
 
     def __init__(
@@ -254,6 +259,7 @@ class FakeModal(ModalClientBase):
             # Function calls (`.remote()`): no user code runs; each input gets a canned result.
             self.function_results: dict[str, Any] = {}  # function name -> value returned by `.remote()`
             self.function_calls: list[tuple[str, str]] = []  # (app_name, function_name) per input, in order
+            self._reset_dicts()
             self._call_failures: dict[tuple[str, str], tuple[str, BaseException | None]] = {}
             self._function_call_state: dict[str, _FakeFunctionCall] = {}  # fc-... -> call
 

@@ -282,9 +282,9 @@ def test_deploy_delay_does_not_serialize_deploys(fake_modal, tmp_path):
 def test_unimplemented_rpc_fails_fast_and_is_recorded(fake_modal):
     t0 = time.monotonic()
     with pytest.raises(UnimplementedError):
-        modal.Dict.from_name("some-dict", create_if_missing=True).hydrate()
+        modal.Queue.from_name("some-queue", create_if_missing=True).hydrate()
     assert time.monotonic() - t0 < 5
-    assert fake_modal.unimplemented == ["DictGetOrCreate"]
+    assert fake_modal.unimplemented == ["QueueGetOrCreate"]
 
 
 def test_token_missing_fails_locally(fake_modal, monkeypatch):
@@ -372,3 +372,22 @@ def test_failing_remote_call_raises(fake_modal, tmp_path):
     fake_modal.clear_failures()
     assert module.download_weights.remote() is None
     assert fake_modal.unimplemented == [] and fake_modal.errors == []
+
+
+def test_modal_dict_round_trip_and_put_if_absent(fake_modal):
+    """The real modal.Dict against the fake: the atomic put-if-absent a lock needs, and every read path."""
+    import modal
+
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.Dict.from_name("absent").len()
+    store = modal.Dict.from_name("fleet-keys", create_if_missing=True)
+    assert store.put("lock", {"holder": "a"}, skip_if_exists=True) is True
+    assert store.put("lock", {"holder": "b"}, skip_if_exists=True) is False
+    assert store.get("lock") == {"holder": "a"}
+    store.update({"k1": 1, "k2": 2})
+    assert store.len() == 3 and store.contains("k1") and not store.contains("k3")
+    assert dict(store.items()) == {"lock": {"holder": "a"}, "k1": 1, "k2": 2}
+    assert store.pop("k1") == 1 and store.get("k1") is None
+    assert sorted(store.keys()) == ["k2", "lock"]
+    store.clear()
+    assert store.len() == 0
