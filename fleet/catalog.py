@@ -573,7 +573,7 @@ def _explain(error: Any) -> list[tuple[KeyPath, str]]:
         return [(path, f"{shown} is not {what}{hint}; valid: {', '.join(map(str, spec))}")]
     if kind == "type":
         expected = " or ".join(spec) if isinstance(spec, list) else spec
-        if expected == "integer" and isinstance(value, float) and value.is_integer():
+        if "integer" in expected and isinstance(value, float) and value.is_integer():
             return [(path, f"expected integer, found {shown}: write {int(value)} (Modal takes whole numbers here)")]
         return [(path, f"expected {expected}, found {_json_type(value)} {shown}")]
     if kind == "pattern":

@@ -106,7 +106,9 @@ def display_path(path: Path) -> str:
 
 @lru_cache(maxsize=4096)  # a catalog names each file several times; resolving costs system calls
 def _display_path(path: str, cwd: str) -> str:
+    # Only the directory is resolved: a link is shown by its own name, never by the name of its target.
+    given = Path(path)
     try:
-        return str(Path(path).resolve().relative_to(Path(cwd).resolve()))
+        return str((given.parent.resolve() / given.name).relative_to(Path(cwd).resolve()))
     except ValueError:
         return path
