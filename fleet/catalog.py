@@ -55,6 +55,8 @@ RESERVED_ENV = {
     "VLLM_CACHE_ROOT": "the image (the vLLM cache volume is mounted there)",
     "VLLM_USE_RUST_FRONTEND": "fleet (it replaces the Python server that carries fleet's guard)",
     "VLLM_RUST_FRONTEND_PATH": "fleet (it replaces the Python server that carries fleet's guard)",
+    "LD_PRELOAD": "no one (it loads code into the engine before Python and fleet's guard)",
+    "PYTHONHOME": "no one (it swaps the interpreter's standard library under the engine)",
 }
 RESERVED_ENV_PREFIX = "FLEET_"  # fleet's own namespace
 
@@ -259,7 +261,7 @@ def _entry_problem(path: Path, root: Path) -> str | None:
     except OSError as exc:
         return f"cannot read it: {exc.strerror}"
     if not stat.S_ISREG(mode):
-        return f"{file_kind(mode)}, not a model file: remove it or rename it"
+        return f"{file_kind(mode)}, not a catalog file: remove it or rename it"
     stem, _, suffix = name.rpartition(".")
     if suffix == "yaml":
         return None
@@ -512,6 +514,12 @@ def risk_warnings(spec: ModelSpec) -> list[tuple[tuple[str, ...], str]]:
             "snapshot",
             f"vLLM {spec.settings.vllm_version}: {issue.what} ({issue.source}); snapshots of this model may not "
             "restore: pin another vllm_version or set snapshot: false",
+        )
+    if "--" in spec.label:
+        warn(
+            "name",
+            f"the URL label '{spec.label}' holds '--', the separator Modal writes between workspace and label "
+            "(<workspace>--<label>.modal.run): a reader cannot tell where the label starts; avoid '--', '.-', '-.'",
         )
     if not spec.revision_pinned:
         warn(

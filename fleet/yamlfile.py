@@ -189,7 +189,7 @@ class _Builder:
 
 
 def _tag(tag: str) -> str:
-    return excerpt(tag.replace("tag:yaml.org,2002:", "!!"))
+    return excerpt(tag.replace("tag:yaml.org,2002:", "!!"), 60)
 
 
 _PLAIN_TYPES = "catalog values are plain strings, numbers, booleans, lists and mappings"

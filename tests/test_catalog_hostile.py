@@ -258,10 +258,10 @@ def test_every_entry_that_looks_like_a_model_file_is_reported(catalog: Path) -> 
     errors = errors_of(catalog)
     assert time.perf_counter() - start < 1  # the fifo was never opened for a blocking read
     assert errors == [
-        "catalog/dir.yaml: a directory, not a model file: remove it or rename it",
+        "catalog/dir.yaml: a directory, not a catalog file: remove it or rename it",
         "catalog/gone.yaml: a link to nothing (dangling): fix or remove it",
         "catalog/mixed.Yaml: model files end in lower-case .yaml: rename it to mixed.yaml",
-        "catalog/pipe.yaml: a fifo, not a model file: remove it or rename it",
+        "catalog/pipe.yaml: a fifo, not a catalog file: remove it or rename it",
         "catalog/short.yml: model files end in .yaml: rename it to short.yaml",
         "catalog/upper.YAML: model files end in lower-case .yaml: rename it to upper.yaml",
     ]
@@ -270,13 +270,13 @@ def test_every_entry_that_looks_like_a_model_file_is_reported(catalog: Path) -> 
 def test_value_of_unknown_origin_is_quoted_short_and_escaped(catalog: Path) -> None:
     write_catalog(catalog, {"m": "just a very long single value that goes on and on and on and on and on\n"})
     [error] = errors_of(catalog)
-    assert "found a single value ('just a very long single value that g... (70 characters))" in error
+    assert "found a single value ('just a very long single valu... (70 characters))" in error
 
 
 def test_wrong_type_quotes_an_excerpt(catalog: Path) -> None:
     write_catalog(catalog, {"m": model("m", snapshot="x" * 500)})
     [error] = errors_of(catalog)
-    assert error == "catalog/m.yaml:10: snapshot: expected boolean, found string 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (500 characters)"
+    assert error == "catalog/m.yaml:10: snapshot: expected boolean, found string 'xxxxxxxxxxxxxxxxxxxxxxxxxxxx... (500 characters)"
 
 
 # --- 4. numbers, anchors, control characters, environment, naming ---------------------------------------
@@ -464,3 +464,13 @@ def test_other_commands_print_one_summary_line_for_warnings(catalog: Path, monke
     assert result.stderr.splitlines() == ["2 catalog warnings: run `fleet validate` to see them"]
     full = run("validate", catalog=catalog)
     assert len([line for line in full.stderr.splitlines() if ": warning: " in line]) == 2
+
+
+def test_no_flag_of_vllm_is_refused_unless_fleet_owns_it() -> None:
+    """The prefix rule must not catch a real option that merely starts like an owned one."""
+    from fleet.vllm_flags import OWNED, flag_table
+
+    for name, option in flag_table().options.items():
+        value = ["1"] if option.takes in ("one", "some") else []
+        refused = any("is set by fleet" in f.message or "is refused" in f.message for f in check_args([name, *value]))
+        assert refused == (option.dest in OWNED), name
