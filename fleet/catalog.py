@@ -283,7 +283,11 @@ def _read_mapping(path: Path, problems: list[Problem]) -> YamlDoc | None:
         problems.append(Problem(shown, 0, "", f"cannot read the file: {exc.strerror}"))
         return None
     if not isinstance(doc.data, dict):
-        kind = "a list" if isinstance(doc.data, list) else f"a single value ({excerpt(doc.data)})"
+        # The whole file is this value, and the file may be anything a link or a mistake put there:
+        # say what it is, not what it says.
+        kind = "a list" if isinstance(doc.data, list) else f"a single {_json_type(doc.data)} value"
+        if isinstance(doc.data, str):
+            kind += f" of {len(doc.data)} characters"
         problems.append(Problem(shown, 1, "", f"expected a mapping of keys (name:, model:, gpu: ...), found {kind}"))
         return None
     return doc
@@ -403,7 +407,9 @@ def _semantic_problems(path: Path, data: dict[str, Any], where: Any) -> list[Pro
         reason = RESERVED_ENV.get(key.upper())
         if reason is None and key.upper().startswith(RESERVED_ENV_PREFIX):
             reason = f"fleet ({RESERVED_ENV_PREFIX}* names are fleet's own)"
-        if reason is not None:
+        if reason is not None and reason.startswith("no one"):
+            add(("vllm", "env", key), f"{excerpt(key)} is not allowed in vllm.env: {reason[len('no one ('):-1]}")
+        elif reason is not None:
             add(("vllm", "env", key), f"{excerpt(key)} is set by {reason}, not in vllm.env")
     scaling = filled["scaling"]
     low, high = scaling["min_containers"], scaling["max_containers"]
@@ -583,7 +589,10 @@ def _explain(error: Any) -> list[tuple[KeyPath, str]]:
         expected = " or ".join(spec) if isinstance(spec, list) else spec
         if "integer" in expected and isinstance(value, float) and value.is_integer():
             return [(path, f"expected integer, found {shown}: write {int(value)} (Modal takes whole numbers here)")]
-        return [(path, f"expected {expected}, found {_json_type(value)} {shown}")]
+        hint = ""
+        if expected == "string" and isinstance(value, (bool, int, float)):
+            hint = ": YAML read it as a value of that type; put it in quotes to keep it as written"
+        return [(path, f"expected {expected}, found {_json_type(value)} {shown}{hint}")]
     if kind == "pattern":
         return [(path, _pattern_message(path, value))]
     bounds = {
@@ -596,6 +605,8 @@ def _explain(error: Any) -> list[tuple[KeyPath, str]]:
     }
     if kind in bounds:
         return [(path, f"{shown} {bounds[kind]} {spec}")]
+    if kind in ("maxItems", "maxProperties"):
+        return [(path, f"{len(value)} entries; at most {spec}")]
     return [(path, f"{shown} breaks the schema's {kind!r} rule")]
 
 
@@ -611,6 +622,12 @@ def _pattern_message(path: KeyPath, value: str) -> str:
         return f"{shown} is not a Hugging Face repo id: expected ORG/NAME, e.g. Qwen/Qwen3-8B"
     if path == ("vllm_version",):
         return f"{shown} is not a pinned release: expected X.Y.Z, e.g. 0.33.0"
+    if path[:1] in (("volumes",), ("secrets",)):
+        return f"{shown} is not a Modal object name: letters, digits, '.', '-' and '_' (Modal's client rule)"
+    if path == ("environment",):
+        return f"{shown} is not a Modal environment name: a letter or digit, then letters, digits, '-' and '_'"
+    if path == ("model", "revision"):
+        return f"{shown} is not a branch, tag or commit: letters, digits and . _ / + @ -"
     if path == ("vllm", "env"):
         return f"{shown} is not an environment variable name: letters, digits and '_', not starting with a digit"
     return f"{shown} has an invalid form"

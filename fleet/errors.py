@@ -70,7 +70,9 @@ def excerpt(value: object, limit: int = EXCERPT_LENGTH) -> str:
     Messages quote values this way and never whole: a value may be a secret, a file read through a link,
     or a megabyte of text, and a terminal must never receive its control characters.
     """
-    text = escape_controls(repr(value))
+    # ascii(): a lookalike letter (Cyrillic 'е' for 'e') shows as \u0435, so two values that look alike
+    # in a message never read as equal.
+    text = escape_controls(ascii(value))
     if len(text) <= limit:
         return text
     size = f" ({len(value)} characters)" if isinstance(value, str) else ""

@@ -150,6 +150,7 @@ class _ArgsReader:
         self.args = args
         self.owned = table.owned
         self.findings: list[Finding] = []
+        self.seen: dict[str, str] = {}  # destination -> the flag that set it first
 
     def read(self) -> list[Finding]:
         i = 0
@@ -199,6 +200,12 @@ class _ArgsReader:
         option, problem = self.resolve(key)
         if problem:
             self.findings.append(Finding(i, problem, warning=option is None and "ambiguous" not in problem))
+        if option is not None and not dotted:
+            if option.dest in self.seen:
+                first = self.seen[option.dest]
+                again = "is given twice" if first == key else f"repeats {first}"
+                self.findings.append(Finding(i, f"{excerpt(key)} {again}: vLLM keeps only the last", warning=True))
+            self.seen.setdefault(option.dest, key)
         takes = "one" if dotted else (option.takes if option else "unknown")
         if has_value:
             if takes == "none":

@@ -119,6 +119,10 @@ def parse_yaml(text: str) -> YamlDoc:
         if exc.problem and exc.context and exc.context_mark:
             context = f" ({exc.context} started on line {exc.context_mark.line + 1})"
         raise YamlError(line, f"YAML syntax error{column}: {exc.problem or exc.context}{context}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, such as NUL
+        line = text[: exc.position].count("\n") + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YamlError(line, f"character #x{code:04x} is not allowed in YAML ({exc.reason})") from None
     except yaml.YAMLError as exc:  # e.g. more than one document in the stream
         raise YamlError(1, f"YAML error: {exc}") from None
     if node is None:

@@ -68,7 +68,7 @@ def test_empty_file_is_reported(catalog: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "found"),
-    [("- name: a\n- name: b\n", "found a list"), ("just a string\n", "found a single value ('just a string')")],
+    [("- name: a\n- name: b\n", "found a list"), ("just a string\n", "found a single string value of 13 characters")],
 )
 def test_file_that_is_not_a_mapping(catalog: Path, text: str, found: str) -> None:
     write_catalog(catalog, {"odd": text})

@@ -144,7 +144,7 @@ def test_arguments_that_would_shift_or_swallow_fleets_own(args: list[str], messa
         ["--additional-config.note=x", "--compilation-config.level", "3"],
         ["--cudagraph-capture-sizes", "1", "2", "4"],
         ["--max-cudagraph-capture-size", "-1"],
-        ["-O3", "-q", "fp8", "-qfp8", "--config-format", "mistral", "--model-impl", "vllm"],
+        ["-O3", "-qfp8", "--config-format", "mistral", "--model-impl", "vllm"],
         ["--no-enable-prefix-caching", "--tokenizer-mode", "mistral", "--uvicorn-log-level", "trace"],
         ["--allowed-origins", '["https://app.example"]'],  # CORS: the key and the guard still apply
     ],
@@ -267,10 +267,27 @@ def test_every_entry_that_looks_like_a_model_file_is_reported(catalog: Path) -> 
     ]
 
 
-def test_value_of_unknown_origin_is_quoted_short_and_escaped(catalog: Path) -> None:
-    write_catalog(catalog, {"m": "just a very long single value that goes on and on and on and on and on\n"})
+def test_a_file_that_is_one_value_is_described_not_quoted(catalog: Path) -> None:
+    write_catalog(catalog, {"m": "hf_abcdefghijklmnopqrstuvwxyz0123456\n"})  # a token pasted into a file
     [error] = errors_of(catalog)
-    assert "found a single value ('just a very long single valu... (70 characters))" in error
+    assert error.endswith("found a single string value of 36 characters")
+    assert "hf_" not in error
+
+
+def test_repeated_flag_warns(catalog: Path) -> None:
+    [finding] = check_args(["--max-num-seqs", "1", "--max_num_seqs", "2"])
+    assert finding.warning and finding.message == "'--max-num-seqs' is given twice: vLLM keeps only the last"
+
+
+def test_lookalike_letters_are_shown_escaped(catalog: Path) -> None:
+    write_catalog(catalog, {"q\u0435n": model("qen")})
+    [error] = errors_of(catalog)
+    assert "'qen' must equal the file stem 'q\\u0435n'" in error
+
+
+def test_nul_in_the_file_names_its_line(catalog: Path) -> None:
+    write_catalog(catalog, {"m": "name: m\ndescription: a\x00b\n"})
+    assert errors_of(catalog) == ["catalog/m.yaml:2: character #x0000 is not allowed in YAML (control characters are not allowed)"]
 
 
 def test_wrong_type_quotes_an_excerpt(catalog: Path) -> None:
