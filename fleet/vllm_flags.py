@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any, Sequence
 
@@ -112,12 +112,12 @@ class Option:
     takes: str  # "none", "one", "some" (one or more), "optional" (zero or one)
 
 
-@dataclass(frozen=True)
+@dataclass
 class FlagTable:
     vllm_version: str
     options: dict[str, Option]
 
-    @property
+    @cached_property
     def owned(self) -> dict[str, str]:
         """Every owned option string -> its destination."""
         found = {name: option.dest for name, option in self.options.items() if option.dest in OWNED}
