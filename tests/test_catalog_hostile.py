@@ -491,3 +491,18 @@ def test_no_flag_of_vllm_is_refused_unless_fleet_owns_it() -> None:
         value = ["1"] if option.takes in ("one", "some") else []
         refused = any("is set by fleet" in f.message or "is refused" in f.message for f in check_args([name, *value]))
         assert refused == (option.dest in OWNED), name
+
+
+def test_validate_imports_neither_modal_nor_vllm() -> None:
+    """The flag table is data: reading `vllm.args` the way vLLM does never imports vLLM."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom fleet.cli import main\n"
+        f"try:\n    main(['validate', '--catalog', {str(REPO / 'catalog')!r}])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'modal', 'vllm', 'torch'}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
