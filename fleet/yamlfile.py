@@ -127,9 +127,35 @@ def parse_yaml(text: str) -> YamlDoc:
         raise YamlError(1, f"YAML error: {exc}") from None
     if node is None:
         raise YamlError(1, "the file is empty")
+    _measure(node, 0, {}, set())  # bounds first, on the node graph: a bomb is refused before any expansion
     doc = YamlDoc(data=None)
     doc.data = _Builder(doc.lines).build(node, (), 0)
     return doc
+
+
+def _measure(node: yaml.Node, depth: int, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` expands to (aliases counted at every use); YamlError past a bound.
+
+    Each node is measured once (`sizes`), so this is linear in the file, whatever the expansion.
+    """
+    line = node.start_mark.line + 1
+    if depth > MAX_DEPTH:
+        raise YamlError(line, f"nested more than {MAX_DEPTH} levels deep")
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise YamlError(line, "a recursive alias (a value that contains itself)")
+    size = 1
+    if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+        open_nodes.add(id(node))
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        for child in children:
+            size += _measure(child, depth + 1, sizes, open_nodes)
+            if size > MAX_VALUES:
+                raise YamlError(line, f"the document expands to more than {MAX_VALUES} values (YAML aliases?)")
+        open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
 
 
 class _Builder:
