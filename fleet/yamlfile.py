@@ -159,35 +159,22 @@ def _measure(node: yaml.Node, depth: int, sizes: dict[int, int], open_nodes: set
 
 
 class _Builder:
-    """Node graph -> plain data, bounded: depth, total values after alias expansion, no cycles."""
+    """Node graph -> plain data, once `_measure` has bounded it (depth, expansion, no cycles)."""
 
     def __init__(self, lines: dict[KeyPath, int]) -> None:
         self.lines = lines
-        self.values = 0
-        self.open_nodes: set[int] = set()  # the nodes being built: an alias to one of them is a cycle
         self.loader = _Loader("")
 
     def build(self, node: yaml.Node, path: KeyPath, depth: int) -> Any:
         line = node.start_mark.line + 1
-        self.values += 1
-        if self.values > MAX_VALUES:
-            raise YamlError(line, f"the document expands to more than {MAX_VALUES} values (YAML aliases?)")
-        if depth > MAX_DEPTH:
-            raise YamlError(line, f"nested more than {MAX_DEPTH} levels deep")
-        if id(node) in self.open_nodes:
-            raise YamlError(line, "a recursive alias (a value that contains itself)")
         self.lines.setdefault(path, line)
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node)
         if node.tag not in (_MAP, _SEQ):
             raise YamlError(line, f"the tag {_tag(node.tag)} is not allowed: {_PLAIN_TYPES}")
-        self.open_nodes.add(id(node))
-        try:
-            if isinstance(node, yaml.MappingNode):
-                return self.mapping(node, path, depth)
-            return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
-        finally:
-            self.open_nodes.discard(id(node))
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path, depth)
+        return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
 
     def mapping(self, node: yaml.MappingNode, path: KeyPath, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
