@@ -55,8 +55,11 @@ RESERVED_ENV = {
     "VLLM_CACHE_ROOT": "the image (the vLLM cache volume is mounted there)",
     "VLLM_USE_RUST_FRONTEND": "fleet (it replaces the Python server that carries fleet's guard)",
     "VLLM_RUST_FRONTEND_PATH": "fleet (it replaces the Python server that carries fleet's guard)",
-    "LD_PRELOAD": "no one (it loads code into the engine before Python and fleet's guard)",
-    "PYTHONHOME": "no one (it swaps the interpreter's standard library under the engine)",
+}
+# Environment no one may set for the engine, with the reason.
+FORBIDDEN_ENV = {
+    "LD_PRELOAD": "it loads code into the engine before Python and fleet's guard",
+    "PYTHONHOME": "it swaps the interpreter's standard library under the engine",
 }
 RESERVED_ENV_PREFIX = "FLEET_"  # fleet's own namespace
 
@@ -404,13 +407,13 @@ def _semantic_problems(path: Path, data: dict[str, Any], where: Any) -> list[Pro
     for finding in check_args(vllm["args"]):
         add(("vllm", "args", finding.index), finding.message, finding.warning)
     for key in vllm["env"]:
-        reason = RESERVED_ENV.get(key.upper())
-        if reason is None and key.upper().startswith(RESERVED_ENV_PREFIX):
-            reason = f"fleet ({RESERVED_ENV_PREFIX}* names are fleet's own)"
-        if reason is not None and reason.startswith("no one"):
-            add(("vllm", "env", key), f"{excerpt(key)} is not allowed in vllm.env: {reason[len('no one ('):-1]}")
-        elif reason is not None:
-            add(("vllm", "env", key), f"{excerpt(key)} is set by {reason}, not in vllm.env")
+        owner = RESERVED_ENV.get(key.upper())
+        if owner is None and key.upper().startswith(RESERVED_ENV_PREFIX):
+            owner = f"fleet ({RESERVED_ENV_PREFIX}* names are fleet's own)"
+        if owner is not None:
+            add(("vllm", "env", key), f"{excerpt(key)} is set by {owner}, not in vllm.env")
+        elif key.upper() in FORBIDDEN_ENV:
+            add(("vllm", "env", key), f"{excerpt(key)} is not allowed in vllm.env: {FORBIDDEN_ENV[key.upper()]}")
     scaling = filled["scaling"]
     low, high = scaling["min_containers"], scaling["max_containers"]
     if low > high:

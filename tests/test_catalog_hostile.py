@@ -507,3 +507,11 @@ def test_validate_imports_neither_modal_nor_vllm() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_code_loading_environment_is_refused(catalog: Path) -> None:
+    write_catalog(catalog, {"m": model("m", vllm={"env": {"ld_preload": "/x.so"}})})
+    assert errors_of(catalog) == [
+        "catalog/m.yaml:12: vllm.env.ld_preload: 'ld_preload' is not allowed in vllm.env: it loads code into the "
+        "engine before Python and fleet's guard"
+    ]
