@@ -228,7 +228,7 @@ class _ArgsReader:
         if key in self.table.options:  # an exact name wins over every prefix in argparse
             return None
         for owned, dest in self.owned.items():
-            if owned.startswith(key) and len(key) > 1 and key not in ("--",):
+            if owned.startswith(key) and len(key) > 1:
                 return dest
             if not key.startswith("--") and not owned.startswith("--") and key.startswith(owned):
                 return dest  # -tp2: a short option with its value attached
