@@ -454,7 +454,7 @@ def _value_problems(data: Any, where: Any) -> list[Problem]:
     return found
 
 
-_CONTROL_HINT = "no newlines, tabs, escapes (ANSI), NUL or direction overrides in catalog values"
+_CONTROL_HINT = "no newlines, tabs, escapes (ANSI), NUL, invisible or direction-changing characters in catalog values"
 
 
 def _escaped_key(key: str | int) -> str:

@@ -53,9 +53,10 @@ class Problem:
         }
 
 
-# C0 and C1 control characters (ESC starts every ANSI sequence), DEL, and the bidirectional overrides and
-# isolates that make text display in another order than it is read ("Trojan Source").
-UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+# C0 and C1 control characters (ESC starts every ANSI sequence), DEL, the bidirectional marks, overrides
+# and isolates that make text display in another order than it is read ("Trojan Source"), and the
+# invisible ones (zero-width space and joiners, word joiner, BOM) that make two names look the same.
+UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 EXCERPT_LENGTH = 32  # short enough that a typical API key or token is never shown whole
 
 

@@ -515,3 +515,69 @@ def test_code_loading_environment_is_refused(catalog: Path) -> None:
         "catalog/m.yaml:12: vllm.env.ld_preload: 'ld_preload' is not allowed in vllm.env: it loads code into the "
         "engine before Python and fleet's guard"
     ]
+
+
+# --- 6. more hostile inputs, beyond the issue's list ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"m": model("m\u200b")}, "name: 'm\\u200b' holds a control character"),  # zero-width: a lookalike
+        ({"m": model("m", model={"id": "Qwen/Qwen3-4B", "revision": PINNED, "max_model_len": 10**20})},
+         "model.max_model_len: 100000000000000000000 is greater than the maximum of 16777216"),
+        ({"m": model("m", model={"id": "Qwen/Qwen3-4B", "revision": PINNED, "params_b": 1e300, "dtype": "bf16"})},
+         "model.params_b: 1e+300 is greater than the maximum of 100000"),
+        ({"m": with_args("")}, "vllm.args.0: '' is a value with no flag before it"),
+        ({"m": with_args("\u2014port", "1")}, "vllm.args.0: '\\u2014port' is a value with no flag before it"),
+        ({"m": with_args(*(["--max-num-seqs", "1"] * 101))}, "vllm.args: 202 entries; at most 200"),
+        ({"m": "name: m\n---\nname: n\n"}, "but found another document"),
+        ({"m": model("m", description="x" * 301)}, "is longer than the maximum length of 300"),
+        ({"m": model("m", model={"id": "Qwen/Qwen3-4B", "revision": "main branch"})}, "is not a branch, tag or commit"),
+        ({"m": yaml.safe_dump(model("m")).replace(f"revision: {PINNED}", "revision: 0123")},
+         "model.revision: expected string, found integer 83: YAML read it as a value of that type; put it in quotes"),
+        ({"m": model("m", vllm={"env": {"1BAD": "x"}})}, "'1BAD' is not an environment variable name"),
+        ({"m": yaml.safe_dump(model("m")) + "? [a, b]\n: x\n"}, "a key must be a plain string"),
+    ],
+)
+def test_more_hostile_inputs(catalog: Path, files: dict, expected: str) -> None:
+    write_catalog(catalog, files)
+    errors = errors_of(catalog)
+    assert any(expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"secrets": {"api_key": "a/b c"}}, "secrets.api_key: 'a/b c' is not a Modal object name"),
+        ({"volumes": {"hf_cache": "x" * 65}}, "is longer than the maximum length of 64"),
+        ({"environment": "en-prod"}, "environment: 'en-prod' is not a Modal environment name"),
+        ({"prefix": "Fleet"}, "prefix: 'Fleet' is not DNS-safe"),
+    ],
+)
+def test_settings_modal_would_refuse(catalog: Path, settings: dict, expected: str) -> None:
+    write_catalog(catalog, {"m": model("m")}, settings=settings)
+    errors = errors_of(catalog)
+    assert any(expected in e for e in errors), errors
+
+
+def test_symlink_loop_is_reported_not_followed(catalog: Path) -> None:
+    write_catalog(catalog, {"ok": model("ok")})
+    (catalog / "a.yaml").symlink_to("b.yaml")
+    (catalog / "b.yaml").symlink_to("a.yaml")
+    assert errors_of(catalog) == [
+        "catalog/a.yaml: cannot read it: Too many levels of symbolic links",
+        "catalog/b.yaml: cannot read it: Too many levels of symbolic links",
+    ]
+
+
+def test_byte_order_mark_is_read_as_yaml(catalog: Path) -> None:
+    write_catalog(catalog, {"m": "\ufeff" + yaml.safe_dump(model("m"))})
+    assert check_catalog(catalog).problems == []
+
+
+def test_yaml_1_1_spellings_keep_their_meaning(catalog: Path) -> None:
+    """Documented, not refused: `yes` is true and 30:00 is 1800 in YAML 1.1, which PyYAML reads."""
+    write_catalog(catalog, {"m": yaml.safe_dump(model("m")) + "snapshot: yes\ntimeouts: {startup: 30:00}\n"})
+    [spec] = load_catalog(catalog).models
+    assert spec.snapshot is True and spec.startup_timeout == 1800
