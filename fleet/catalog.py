@@ -388,7 +388,8 @@ def _semantic_problems(path: Path, data: dict[str, Any], where: Any) -> list[Pro
         found.append(Problem(file, line, ".".join(map(str, key_path)), message, warning))
 
     if data["name"] != path.stem:
-        add(("name",), f"{excerpt(data['name'])} must equal the file stem {excerpt(path.stem)} (rename the file or the model)")
+        stem = excerpt(path.stem)
+        add(("name",), f"{excerpt(data['name'])} must equal the file stem {stem} (rename the file or the model)")
     filled = apply_defaults(schema("model"), data)
     gpu = filled["gpu"]
     limit = MAX_GPUS_PER_CONTAINER.get(gpu["type"], DEFAULT_MAX_GPUS)
@@ -574,9 +575,9 @@ def _explain(error: Any) -> list[tuple[KeyPath, str]]:
     shown = excerpt(value)
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        unknown = [k for k in value if k not in allowed]
+        unknown, valid = [k for k in value if k not in allowed], ", ".join(allowed)
         return [
-            (path + (key,), f"unknown key {excerpt(key)}{_did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}")
+            (path + (key,), f"unknown key {excerpt(key)}{_did_you_mean(key, allowed)}; valid keys: {valid}")
             for key in unknown
         ]
     if kind == "required":

@@ -183,7 +183,7 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlError(key_line, "a key must be a plain string")
             if key_node.tag == _MERGE:
-                raise YamlError(key_line, "merge keys (<<) are not supported: share values with `defaults:` in _fleet.yaml")
+                raise YamlError(key_line, f"merge keys (<<) are not supported: {_SHARE_WITH_DEFAULTS}")
             key = str(key_node.value)
             if key in result:
                 raise YamlError(key_line, f"duplicate key {excerpt(key)}")
@@ -209,4 +209,5 @@ def _tag(tag: str) -> str:
     return excerpt(tag.replace("tag:yaml.org,2002:", "!!"), 60)
 
 
+_SHARE_WITH_DEFAULTS = "share values with `defaults:` in _fleet.yaml"
 _PLAIN_TYPES = "catalog values are plain strings, numbers, booleans, lists and mappings"
