@@ -9,14 +9,17 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import os
-from dataclasses import dataclass, field
+import re
+import stat
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import CatalogInvalid, FleetError, NotInCatalog, Problem, display_path
+from .errors import UNSAFE_CHARACTERS, CatalogInvalid, FleetError, NotInCatalog, Problem, display_path, excerpt
 from .spec import (
     DEFAULT_MAX_GPUS,
     GPU_MEMORY_GB,
@@ -26,40 +29,42 @@ from .spec import (
     Scaling,
     Settings,
 )
-from .yamlfile import KeyPath, YamlDoc, YamlError, read_yaml
+from .known_issues import known_issues
+from .vllm_flags import check_args
+from .yamlfile import KeyPath, YamlDoc, YamlError, file_kind, read_yaml
 
 SETTINGS_FILE = "_fleet.yaml"
 # A URL host label is at most 63 characters and holds `<workspace>--<label>`: keeping our label this
 # short leaves room for a workspace name, so Modal never has to shorten (and garble) the URL.
 MAX_LABEL_LENGTH = 40
-# Flags fleet sets itself from catalog keys; in `vllm.args` they would fight them (or leak a key).
-# vLLM's argument parser reads `--api_key` as `--api-key`: flags are compared after the same folding.
-MANAGED_FLAGS: dict[str, str] = {
-    "--model": "use model.id instead",
-    "--revision": "use model.revision instead",
-    "--served-model-name": "use name instead",
-    "--tensor-parallel-size": "use gpu.count instead",
-    "-tp": "use gpu.count instead",
-    "--gpu-memory-utilization": "use gpu.memory_utilization instead",
-    "--max-model-len": "use model.max_model_len instead",
-    "--enforce-eager": "use vllm.fast_boot instead",
-    "--enable-sleep-mode": "use snapshot instead",
-    "--host": "the web server's host is fleet's",
-    "--port": "the web server's port is fleet's",
-    "--api-key": "keys come from the API key secret in _fleet.yaml, never from the catalog",
-    "--hf-token": "the token comes from the HF token secret in _fleet.yaml, never from the catalog",
-    "--config": "fleet passes several API keys through vLLM's config file",
-}
-# Environment the runtime or Modal's secrets own: set in `vllm.env`, it would leak a secret into the
-# generated source or undo what the runtime set up.
+# Environment the runtime, Modal's secrets or the image own: set in `vllm.env`, it would leak a secret into
+# the generated source, undo what the runtime set up, or swap the server that carries the guard. Compared
+# whatever the case (`hf_token` reads as a typo of HF_TOKEN, and some libraries read either).
+_RUNTIME = "the runtime (fleet/runtime.py sets it for the engine)"
 RESERVED_ENV = {
     "VLLM_API_KEY": "the API key secret in _fleet.yaml",
     "HF_TOKEN": "the HF token secret in _fleet.yaml",
     "HUGGING_FACE_HUB_TOKEN": "the HF token secret in _fleet.yaml",
     "FLEET_CONTROL_TOKEN": "the runtime (it guards the engine's control endpoints)",
     "VLLM_SERVER_DEV_MODE": "snapshot (the runtime turns it on only when sleep is used)",
-    "PYTHONPATH": "the runtime",
+    "PYTHONPATH": "the runtime (the engine imports fleet's guard through it)",
+    "PYTHONUNBUFFERED": _RUNTIME,
+    "TORCHINDUCTOR_COMPILE_THREADS": "the runtime (multi-threaded compile state does not survive a snapshot)",
+    "VLLM_WORKER_MULTIPROC_METHOD": _RUNTIME,
+    "HF_HOME": "the image (the Hugging Face cache volume is mounted there)",
+    "VLLM_CACHE_ROOT": "the image (the vLLM cache volume is mounted there)",
+    "VLLM_USE_RUST_FRONTEND": "fleet (it replaces the Python server that carries fleet's guard)",
+    "VLLM_RUST_FRONTEND_PATH": "fleet (it replaces the Python server that carries fleet's guard)",
 }
+# Environment no one may set for the engine, with the reason.
+FORBIDDEN_ENV = {
+    "LD_PRELOAD": "it loads code into the engine before Python and fleet's guard",
+    "PYTHONHOME": "it swaps the interpreter's standard library under the engine",
+}
+RESERVED_ENV_PREFIX = "FLEET_"  # fleet's own namespace
+
+# Platform limits that are not in Modal's client, each with where it was learned.
+SNAPSHOT_START_CAP_S = 1800  # users report the snapshotting start capped at 30 minutes (facts.md, 2026-09)
 
 
 @dataclass
@@ -89,7 +94,41 @@ def schema(name: str) -> dict[str, Any]:
 def _validator(name: str) -> Any:
     import jsonschema  # imported here: `fleet --help` must not pay for it
 
-    return jsonschema.Draft202012Validator(schema(name))
+    return _strict_validator_class()(schema(name))
+
+
+@cache
+def _strict_validator_class() -> Any:
+    """Draft 2020-12 as a deploy needs it read, where jsonschema is lenient in two ways.
+
+    - "integer" accepts 1.0 in jsonschema (the spec counts a float with no fraction as an integer); a
+      1.0 reaches Modal as a float. Here an integer is an int, and never a bool.
+    - "pattern" is Python's `re.search`, where `$` also matches before a final newline: "qwen\n" passed
+      `^[a-z0-9-]+$`. Here a pattern's closing `$` is the true end of the string, as in ECMA-262.
+    """
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+
+    def is_integer(checker: Any, instance: Any) -> bool:
+        return isinstance(instance, int) and not isinstance(instance, bool)
+
+    def pattern(validator: Any, regex: str, instance: Any, schema: Any) -> Any:
+        if validator.is_type(instance, "string") and not _anchored(regex).search(instance):
+            yield jsonschema.ValidationError(f"{excerpt(instance)} does not match {regex!r}")
+
+    return jsonschema.validators.extend(
+        base,
+        validators={"pattern": pattern},
+        type_checker=base.TYPE_CHECKER.redefine("integer", is_integer),
+    )
+
+
+@cache
+def _anchored(regex: str) -> re.Pattern[str]:
+    if regex.endswith("$") and not regex.endswith("\\$"):
+        regex = regex[:-1] + r"\Z"
+    return re.compile(regex)
 
 
 def check_catalog(directory: Path) -> CheckResult:
@@ -98,9 +137,9 @@ def check_catalog(directory: Path) -> CheckResult:
         raise FleetError(f"catalog directory '{directory}' not found (set --catalog or FLEET_CATALOG)")
     result = CheckResult(directory=directory, catalog=None)
     settings_path = directory / SETTINGS_FILE
+    model_paths, entry_problems = scan_catalog(directory)
+    result.problems.extend(entry_problems)
     settings, defaults_doc = _load_settings(settings_path, result.problems)
-    result.problems.extend(_stray_yml_problems(directory))
-    model_paths = model_files(directory)
     if not model_paths and not result.problems:
         result.problems.append(
             Problem(display_path(directory), 0, "", "the catalog is empty: add one NAME.yaml per model")
@@ -111,7 +150,7 @@ def check_catalog(directory: Path) -> CheckResult:
         if spec is not None:
             specs.append(spec)
     result.problems.extend(_cross_file_problems(specs))
-    result.problems = sorted(set(result.problems))
+    result.problems = _merge_shared(result.problems)
     if not result.errors and settings is not None:
         result.catalog = Catalog(directory, settings, tuple(sorted(specs, key=lambda s: s.name)))
     return result
@@ -146,12 +185,18 @@ def _require_known(names: tuple[str, ...] | list[str], known: Any) -> None:
 def _load_settings(path: Path, problems: list[Problem]) -> tuple[Settings | None, YamlDoc]:
     shown = display_path(path)
     doc = YamlDoc(data={})
-    if path.exists():
+    if os.path.lexists(path):  # a dangling link is not "no settings file"
+        if any(p.file == shown for p in problems):  # scan_catalog refused the entry (a link out, a fifo...)
+            return None, YamlDoc(data={})
         loaded = _read_mapping(path, problems)
         if loaded is None:
             return None, YamlDoc(data={})
         doc = loaded
-    found = _schema_problems("fleet", doc.data, lambda p: (shown, doc.line_of(p)))
+
+    def where(key_path: KeyPath) -> tuple[str, int]:
+        return shown, doc.line_of(key_path)
+
+    found = _value_problems(doc.data, where) or _schema_problems("fleet", doc.data, where)
     problems.extend(found)
     if found:
         return None, YamlDoc(data={})
@@ -176,19 +221,58 @@ def _load_settings(path: Path, problems: list[Problem]) -> tuple[Settings | None
 
 
 def model_files(directory: Path) -> list[Path]:
-    """The model files of a catalog: NAME.yaml, not _settings or .hidden files."""
-    return sorted(
-        p for p in directory.glob("*.yaml") if p.is_file() and not p.name.startswith(("_", "."))
-    )
+    """The model files of a catalog: NAME.yaml, not _settings or .hidden files (see scan_catalog)."""
+    return scan_catalog(directory)[0]
 
 
-def _stray_yml_problems(directory: Path) -> list[Problem]:
-    """A NAME.yml would be silently skipped: say so instead."""
-    return [
-        Problem(display_path(path), 0, "", f"model files end in .yaml: rename it to {path.stem}.yaml")
-        for path in sorted(directory.glob("*.yml"))
-        if not path.name.startswith(("_", "."))
-    ]
+def scan_catalog(directory: Path) -> tuple[list[Path], list[Problem]]:
+    """The model files, and a problem for every entry that looks like a catalog file but cannot be one.
+
+    Nothing that looks like a model file is skipped silently: a model whose file is not read would have
+    its live app planned as an orphan (and stopped by `destroy --orphans`). Links may point only inside
+    the catalog, and a refused entry is never opened. Hidden entries (.git, editor files) are left alone,
+    and so are names that are not YAML (a README).
+    """
+    root = directory.resolve()
+    models: list[Path] = []
+    problems: list[Problem] = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(".") or not name.lower().endswith((".yaml", ".yml")):
+            continue
+        path = directory / name
+        problem = _entry_problem(path, root)
+        if problem is None and name.startswith("_"):
+            continue  # settings (read by _load_settings) and other _files
+        if problem is not None:
+            problems.append(Problem(display_path(path), 0, "", problem))
+        else:
+            models.append(path)
+    return models, problems
+
+
+def _entry_problem(path: Path, root: Path) -> str | None:
+    """Why `path` cannot be read as a catalog file, or None when it can."""
+    name = path.name
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        if not os.path.lexists(target):
+            return "a link to nothing (dangling): fix or remove it"
+        if root not in target.parents:
+            return "a link that leads outside the catalog directory: refused (fleet reads only the catalog's own files)"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return f"{file_kind(mode)}, not a catalog file: remove it or rename it"
+    stem, _, suffix = name.rpartition(".")
+    if suffix == "yaml":
+        return None
+    if name.startswith("_") and name.lower() != SETTINGS_FILE:
+        return None  # another _file: not fleet's
+    if suffix.lower() == "yml":
+        return f"model files end in .yaml: rename it to {stem}.yaml"
+    return f"model files end in lower-case .yaml: rename it to {stem}.yaml"
 
 
 def _read_mapping(path: Path, problems: list[Problem]) -> YamlDoc | None:
@@ -198,11 +282,15 @@ def _read_mapping(path: Path, problems: list[Problem]) -> YamlDoc | None:
     except YamlError as exc:
         problems.append(Problem(shown, exc.line, "", exc.message))
         return None
-    except OSError as exc:
+    except OSError as exc:  # removed or made unreadable since the scan
         problems.append(Problem(shown, 0, "", f"cannot read the file: {exc.strerror}"))
         return None
     if not isinstance(doc.data, dict):
-        kind = "a list" if isinstance(doc.data, list) else f"a single value ({doc.data!r})"
+        # The whole file is this value, and the file may be anything a link or a mistake put there:
+        # say what it is, not what it says.
+        kind = "a list" if isinstance(doc.data, list) else f"a single {_json_type(doc.data)} value"
+        if isinstance(doc.data, str):
+            kind += f" of {len(doc.data)} characters"
         problems.append(Problem(shown, 1, "", f"expected a mapping of keys (name:, model:, gpu: ...), found {kind}"))
         return None
     return doc
@@ -230,16 +318,28 @@ def _load_model(
         return shown, doc.line_of(key_path)
 
     # The rules below read the data as the schema describes it: only on data the schema accepted.
-    found = _schema_problems("model", merged, where) or _semantic_problems(path, merged, where)
-    problems.extend(found)
+    found = (
+        _value_problems(doc.data, where)
+        or _schema_problems("model", merged, where)
+        or _semantic_problems(path, merged, where)
+    )
+    problems.extend(_naming(found, shown))
     if found:
         return None
     source = f"{_directory_name(str(path.parent), os.getcwd())}/{path.name}"
     spec = _to_spec(apply_defaults(schema("model"), merged), shown, source, settings, doc.line_of(("name",)))
+    warnings = []
     for key_path, message in risk_warnings(spec):
         file, line = where(key_path)
-        problems.append(Problem(file, line, ".".join(key_path), message, warning=True))
+        warnings.append(Problem(file, line, ".".join(key_path), message, warning=True))
+    problems.extend(_naming(warnings, shown))
     return spec
+
+
+def _naming(problems: list[Problem], model_file: str) -> list[Problem]:
+    """Problems found while reading one model: those located in another file (a value from `defaults:` in
+    _fleet.yaml) carry the model's file, so the message can say which model it broke."""
+    return [replace(p, model=model_file) if p.file != model_file else p for p in problems]
 
 
 @cache
@@ -279,33 +379,105 @@ def _to_spec(data: dict[str, Any], shown: str, source: str, settings: Settings, 
 
 
 def _semantic_problems(path: Path, data: dict[str, Any], where: Any) -> list[Problem]:
-    """Rules a JSON Schema cannot say well: file stem, GPU count per type, flags fleet owns, URL length."""
+    """Rules a JSON Schema cannot say well: file stem, GPU count per type, flags fleet owns, URL length,
+    and the platform's own limits (each message says why, and where that was learned)."""
+    found: list[Problem] = []
+
+    def add(key_path: KeyPath, message: str, warning: bool = False) -> None:
+        file, line = where(key_path)
+        found.append(Problem(file, line, ".".join(map(str, key_path)), message, warning))
+
+    if data["name"] != path.stem:
+        stem = excerpt(path.stem)
+        add(("name",), f"{excerpt(data['name'])} must equal the file stem {stem} (rename the file or the model)")
+    filled = apply_defaults(schema("model"), data)
+    gpu = filled["gpu"]
+    limit = MAX_GPUS_PER_CONTAINER.get(gpu["type"], DEFAULT_MAX_GPUS)
+    if gpu["count"] > limit:
+        add(("gpu", "count"), f"Modal allows at most {limit} {gpu['type']} GPUs per container, not {gpu['count']}")
+    if filled["snapshot"] and gpu["count"] > 1:
+        # Where the user wrote it: the count usually sits in the model file, `snapshot: true` in defaults.
+        key = ("gpu", "count") if where(("gpu", "count"))[0] == where(("name",))[0] else ("snapshot",)
+        add(
+            key,
+            f"snapshot: true with {gpu['count']} GPUs: GPU memory snapshots do not work on more than one GPU "
+            "(Modal's GPU snapshot guide: \"generally incompatible with multi-GPU code\"; users report the "
+            "deploy refused); set snapshot: false for this model",
+        )
+    vllm = filled["vllm"]
+    for finding in check_args(vllm["args"]):
+        add(("vllm", "args", finding.index), finding.message, finding.warning)
+    for key in vllm["env"]:
+        owner = RESERVED_ENV.get(key.upper())
+        if owner is None and key.upper().startswith(RESERVED_ENV_PREFIX):
+            owner = f"fleet ({RESERVED_ENV_PREFIX}* names are fleet's own)"
+        if owner is not None:
+            add(("vllm", "env", key), f"{excerpt(key)} is set by {owner}, not in vllm.env")
+        elif key.upper() in FORBIDDEN_ENV:
+            add(("vllm", "env", key), f"{excerpt(key)} is not allowed in vllm.env: {FORBIDDEN_ENV[key.upper()]}")
+    scaling = filled["scaling"]
+    low, high = scaling["min_containers"], scaling["max_containers"]
+    if low > high:
+        add(("scaling", "min_containers"), f"min_containers ({low}) is above max_containers ({high})")
+    return found
+
+
+def _value_problems(data: Any, where: Any) -> list[Problem]:
+    """Values no rule should ever see: numbers a deploy cannot take, and characters no terminal should.
+
+    NaN passes every bound a schema sets (every comparison with it is false) and infinity passes
+    `exclusiveMinimum`; neither reaches Modal as anything sensible. Control characters, ANSI escapes and
+    bidirectional overrides would be printed by `list`, written into the rendered source, or make a name
+    look like another: refused in every key and value (a multi-line description included).
+    """
     found: list[Problem] = []
 
     def add(key_path: KeyPath, message: str) -> None:
         file, line = where(key_path)
-        found.append(Problem(file, line, ".".join(map(str, key_path)), message))
+        found.append(Problem(file, line, ".".join(map(_escaped_key, key_path)), message))
 
-    if data["name"] != path.stem:
-        add(("name",), f"'{data['name']}' must equal the file stem '{path.stem}' (rename the file or the model)")
-    gpu = data["gpu"]
-    limit = MAX_GPUS_PER_CONTAINER.get(gpu["type"], DEFAULT_MAX_GPUS)
-    if gpu.get("count", 1) > limit:
-        add(("gpu", "count"), f"Modal allows at most {limit} {gpu['type']} GPUs per container, not {gpu['count']}")
-    vllm = data.get("vllm", {})
-    for i, arg in enumerate(vllm.get("args", [])):
-        flag = arg.split("=", 1)[0]
-        folded = "--" + flag[2:].replace("_", "-") if flag.startswith("--") else flag
-        if folded in MANAGED_FLAGS:
-            add(("vllm", "args", i), f"'{flag}' is set by fleet: {MANAGED_FLAGS[folded]}")
-    for key in vllm.get("env", {}):
-        if key.upper() in RESERVED_ENV:
-            add(("vllm", "env", key), f"'{key}' is set by {RESERVED_ENV[key.upper()]}, not in vllm.env")
-    scaling = data.get("scaling", {})
-    low, high = scaling.get("min_containers", 0), scaling.get("max_containers", 1)
-    if low > high:
-        add(("scaling", "min_containers"), f"min_containers ({low}) is above max_containers ({high})")
+    def visit(value: Any, key_path: KeyPath) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if UNSAFE_CHARACTERS.search(key):
+                    add(key_path + (key,), f"the key {excerpt(key)} holds a control character: {_CONTROL_HINT}")
+                    continue
+                visit(item, key_path + (key,))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                visit(item, key_path + (i,))
+        elif isinstance(value, float) and not math.isfinite(value):
+            add(key_path, f"{value} is not a number a deploy can use: write a finite number")
+        elif isinstance(value, str) and UNSAFE_CHARACTERS.search(value):
+            add(key_path, f"{excerpt(value)} holds a control character: {_CONTROL_HINT}")
+
+    visit(data, ())
     return found
+
+
+_CONTROL_HINT = "no newlines, tabs, escapes (ANSI), NUL, invisible or direction-changing characters in catalog values"
+
+
+def _escaped_key(key: str | int) -> str:
+    return excerpt(key, 60)[1:-1] if isinstance(key, str) and UNSAFE_CHARACTERS.search(key) else str(key)
+
+
+def _merge_shared(problems: list[Problem]) -> list[Problem]:
+    """One problem per place: a value from `defaults:` found wrong for several models is reported once, at
+    its line in _fleet.yaml, naming the model files it was merged into (every error names its models)."""
+    merged: dict[tuple[str, int, str, str, bool], list[str]] = {}
+    for problem in problems:
+        key = (problem.file, problem.line, problem.path, problem.message, problem.warning)
+        models = merged.setdefault(key, [])
+        if problem.model and problem.model not in models:
+            models.append(problem.model)
+    result = []
+    for (file, line, path, message, warning), models in merged.items():
+        if models:
+            shown = ", ".join(sorted(models)[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
+            message = f"{message} (in the defaults merged into {shown})"
+        result.append(Problem(file, line, path, message, warning))
+    return sorted(result)
 
 
 def _cross_file_problems(specs: list[ModelSpec]) -> list[Problem]:
@@ -340,11 +512,24 @@ def risk_warnings(spec: ModelSpec) -> list[tuple[tuple[str, ...], str]]:
     def warn(key: str, message: str) -> None:
         found.append((tuple(key.split(".")), message))
 
-    if spec.snapshot and spec.gpu_count > 1:
+    if spec.snapshot and spec.startup_timeout > SNAPSHOT_START_CAP_S:
+        warn(
+            "timeouts.startup",
+            f"{spec.startup_timeout} s: the start that takes a snapshot is capped at {SNAPSHOT_START_CAP_S} s "
+            "whatever this says (users' reports of Modal GPU snapshots, 2026-09); a first start that needs longer "
+            "never gets its snapshot: make it faster (fast_boot, weights in the volume) or set snapshot: false",
+        )
+    for issue in known_issues(spec.settings.vllm_version, spec):
         warn(
             "snapshot",
-            f"GPU memory snapshots with {spec.gpu_count} GPUs: Modal documents multi-GPU snapshots as generally "
-            "incompatible; expect failed restores, or set snapshot: false",
+            f"vLLM {spec.settings.vllm_version}: {issue.what} ({issue.source}); snapshots of this model may not "
+            "restore: pin another vllm_version or set snapshot: false",
+        )
+    if "--" in spec.label:
+        warn(
+            "name",
+            f"the URL label '{spec.label}' holds '--', the separator Modal writes between workspace and label "
+            "(<workspace>--<label>.modal.run): a reader cannot tell where the label starts; avoid '--', '.-', '-.'",
         )
     if not spec.revision_pinned:
         warn(
@@ -381,45 +566,75 @@ def _schema_problems(name: str, data: Any, where: Any) -> list[Problem]:
 
 
 def _explain(error: Any) -> list[tuple[KeyPath, str]]:
-    """Turn one jsonschema error into messages that say what would be valid."""
+    """Turn one jsonschema error into messages that say what would be valid.
+
+    A value is quoted only as a short escaped excerpt: it may be long, a secret, or hold escapes.
+    """
     path: KeyPath = tuple(error.absolute_path)
     value, kind, spec = error.instance, error.validator, error.validator_value
+    shown = excerpt(value)
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        unknown = [k for k in value if k not in allowed]
+        unknown, valid = [k for k in value if k not in allowed], ", ".join(allowed)
         return [
-            (path + (key,), f"unknown key '{key}'{_did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}")
+            (path + (key,), f"unknown key {excerpt(key)}{_did_you_mean(key, allowed)}; valid keys: {valid}")
             for key in unknown
         ]
     if kind == "required":
         missing = [k for k in spec if k not in value]
         return [(path, f"missing required key '{key}'") for key in missing]
     if kind == "enum":
-        hint = _did_you_mean(str(value), [str(v) for v in spec])
+        hint = _did_you_mean(str(value), [str(v) for v in spec]) if isinstance(value, str) else ""
         what = "a GPU type Modal documents" if path[-1:] == ("type",) and path[:1] == ("gpu",) else "allowed"
         if path[-1:] == ("count",):
             what = "a tensor-parallel size (GPUs per container)"
-        return [(path, f"{value!r} is not {what}{hint}; valid: {', '.join(map(str, spec))}")]
+        return [(path, f"{shown} is not {what}{hint}; valid: {', '.join(map(str, spec))}")]
     if kind == "type":
         expected = " or ".join(spec) if isinstance(spec, list) else spec
-        return [(path, f"expected {expected}, found {_json_type(value)} {value!r}")]
+        if "integer" in expected and isinstance(value, float) and value.is_integer():
+            return [(path, f"expected integer, found {shown}: write {int(value)} (Modal takes whole numbers here)")]
+        hint = ""
+        if expected == "string" and isinstance(value, (bool, int, float)):
+            hint = ": YAML read it as a value of that type; put it in quotes to keep it as written"
+        return [(path, f"expected {expected}, found {_json_type(value)} {shown}{hint}")]
     if kind == "pattern":
         return [(path, _pattern_message(path, value))]
-    return [(path, error.message)]
+    bounds = {
+        "minimum": "is less than the minimum of",
+        "maximum": "is greater than the maximum of",
+        "exclusiveMinimum": "must be greater than",
+        "exclusiveMaximum": "must be less than",
+        "minLength": "is shorter than the minimum length of",
+        "maxLength": "is longer than the maximum length of",
+    }
+    if kind in bounds:
+        return [(path, f"{shown} {bounds[kind]} {spec}")]
+    if kind in ("maxItems", "maxProperties"):
+        return [(path, f"{len(value)} entries; at most {spec}")]
+    return [(path, f"{shown} breaks the schema's {kind!r} rule")]
 
 
 def _pattern_message(path: KeyPath, value: str) -> str:
+    shown = excerpt(value)
     if path == ("name",) or path == ("prefix",):
         return (
-            f"{value!r} is not DNS-safe: use lower-case letters, digits and '-'"
+            f"{shown} is not DNS-safe: use lower-case letters, digits and '-'"
             + (" or '.'" if path == ("name",) else "")
             + ", starting and ending with a letter or digit"
         )
     if path == ("model", "id"):
-        return f"{value!r} is not a Hugging Face repo id: expected ORG/NAME, e.g. Qwen/Qwen3-8B"
+        return f"{shown} is not a Hugging Face repo id: expected ORG/NAME, e.g. Qwen/Qwen3-8B"
     if path == ("vllm_version",):
-        return f"{value!r} is not a pinned release: expected X.Y.Z, e.g. 0.33.0"
-    return f"{value!r} has an invalid form"
+        return f"{shown} is not a pinned release: expected X.Y.Z, e.g. 0.33.0"
+    if path[:1] in (("volumes",), ("secrets",)):
+        return f"{shown} is not a Modal object name: letters, digits, '.', '-' and '_' (Modal's client rule)"
+    if path == ("environment",):
+        return f"{shown} is not a Modal environment name: a letter or digit, then letters, digits, '-' and '_'"
+    if path == ("model", "revision"):
+        return f"{shown} is not a branch, tag or commit: letters, digits and . _ / + @ -"
+    if path == ("vllm", "env"):
+        return f"{shown} is not an environment variable name: letters, digits and '_', not starting with a digit"
+    return f"{shown} has an invalid form"
 
 
 def _json_type(value: Any) -> str:

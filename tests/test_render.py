@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -74,13 +75,14 @@ def test_engine_config_carries_the_catalog_values(shipped) -> None:
 
 
 def test_hostile_values_stay_data(tmp_path: Path) -> None:
-    entry = model(
-        "evil",
-        description=HOSTILE,
-        vllm={"args": ["--chat-template", HOSTILE], "env": {"EVIL": HOSTILE}},
-    )
+    # `fleet validate` now refuses control characters (a newline included) in catalog values; rendering
+    # must still keep any string inert, so the hostile values are put on a validated spec directly.
+    entry = model("evil", vllm={"args": ["--chat-template", "x"], "env": {"EVIL": "x"}})
     write_catalog(tmp_path / "cat\nimport os", {"evil": entry})
     [spec] = load_catalog(tmp_path / "cat\nimport os").models
+    spec = dataclasses.replace(
+        spec, description=HOSTILE, vllm_args=("--chat-template", HOSTILE), env=(("EVIL", HOSTILE),)
+    )
     source = render_app(spec).source
     kwargs = engine_call(source)
     assert kwargs["extra_args"] == ("--chat-template", HOSTILE)
