@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..errors import CatalogInvalid, ModalUnavailable, Problem
+from ..errors import CatalogInvalid, ModalUnavailable, Problem, warnings_summary
 
 CATALOG_OPTION = click.option(
     "--catalog",
@@ -37,6 +37,13 @@ OUT_OPTION = click.option(
 def print_problems(problems: list[Problem]) -> None:
     for problem in problems:
         click.echo(str(problem), err=True)
+
+
+def print_warnings_summary(problems: list[Problem]) -> None:
+    """Warnings are printed in full by `validate` only; every other command says how many there are."""
+    line = warnings_summary(sum(1 for p in problems if p.warning))
+    if line:
+        click.echo(line, err=True)
 
 
 def finish(errors: list[tuple[str, str]]) -> None:
@@ -82,7 +89,7 @@ def _rendered(catalog_dir: Path, names: tuple[str, ...], out_dir: Path | None = 
     result = check_catalog(catalog_dir)
     if result.errors or result.catalog is None:
         raise CatalogInvalid(result.problems)
-    print_problems(result.warnings)
+    print_warnings_summary(result.warnings)
     catalog = result.catalog
     apps = render_all(select(catalog, names))
     if out_dir is not None:
