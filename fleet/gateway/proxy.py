@@ -105,8 +105,9 @@ class Proxy:
         try:
             upstream = await sending
         except UpstreamFailed as exc:
+            refused = self.unavailable(exchange, str(exc))
             done(exchange)
-            return self.unavailable(exchange, str(exc))
+            return refused
         if exchange.stream and upstream.status_code == 200:
             return self._stream(exchange, sending, done)
         try:
