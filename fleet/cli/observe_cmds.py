@@ -23,7 +23,7 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
     """
     from ..deploy import make_plan, status_rows
 
-    catalog, apps = _rendered(catalog_dir, ())
+    catalog, apps = _rendered(catalog_dir, (), gateway=True)
     client = _client(catalog, environment)
     prefix = catalog.settings.prefix
     rows = status_rows(make_plan(apps, client.deployed_apps(prefix), orphans_of=prefix), client)

@@ -223,3 +223,20 @@ def create_app(gateway: Gateway) -> Starlette:
     app = Starlette(routes=routes, lifespan=gateway.lifespan)
     app.state.gateway = gateway
     return app
+
+
+def internal_key_from_env() -> str | None:
+    """The fleet's internal key (the api-key secret's VLLM_API_KEY; the first, when it lists several)."""
+    import os
+
+    value = os.environ.get("VLLM_API_KEY", "")
+    return value.split(",")[0].strip() or None
+
+
+def modal_gateway(models: tuple[dict[str, Any], ...], knobs: dict[str, Any], keys_dict: str, usage_dict: str) -> Gateway:
+    """The gateway as the deployed app builds it (inside a Modal container)."""
+    from .config import ModalUpstreams
+    from .store import ModalDictStore
+
+    config = GatewayConfig(models=tuple(GatewayModel(**m) for m in models), **knobs)
+    return Gateway(config, ModalUpstreams(), ModalDictStore(keys_dict), ModalDictStore(usage_dict), internal_key_from_env())
