@@ -91,3 +91,24 @@ def test_usage_reads_what_gateways_flushed_into_the_dict(fake_modal, catalog: Pa
     csv = fleet("usage", "--csv", "--team", "search").stdout.splitlines()
     assert csv[0] == "day,team,model,requests,prompt_tokens,completion_tokens,errors,cold_waits"
     assert csv[1].endswith(",search,alpha,4,20,8,2,2")
+
+
+def test_endpoints_show_the_gateway_first_and_export_client_configs(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all", "--skip-weights").exit_code == 0
+    gateway = "https://fleet-test--fleet-gateway.modal.run"
+    table = fleet("endpoints").stdout.splitlines()
+    assert table[1].split() == ["gateway", f"{gateway}/v1", "(any)"]
+    assert table[2].split() == ["alpha", f"{gateway}/models/alpha/v1", "alpha"]
+    rows = json.loads(fleet("endpoints", "--json").stdout)
+    assert rows[1] == {"name": "alpha", "base_url": f"{gateway}/models/alpha/v1", "model": "alpha",
+                       "direct_base_url": "https://fleet-test--fleet-alpha.modal.run/v1"}
+    env = fleet("endpoints", "--format", "openai-env").stdout.splitlines()
+    assert f"OPENAI_BASE_URL={gateway}/v1" in env and f"FLEET_BETA_BASE_URL={gateway}/models/beta/v1" in env
+    assert "OPENAI_API_KEY=${FLEET_API_KEY}" in env
+    litellm = fleet("endpoints", "--format", "litellm").stdout
+    assert "every 300 s" in litellm and "wake no GPU" in litellm
+    import yaml
+
+    config = yaml.safe_load(litellm)
+    assert config["model_list"][0] == {"model_name": "alpha", "litellm_params": {
+        "model": "openai/alpha", "api_base": f"{gateway}/v1", "api_key": "os.environ/FLEET_API_KEY"}}
