@@ -192,12 +192,28 @@ class Proxy:
                 yield _error_event(body.decode(errors="replace")[:2000])
                 return
             pending = b""
+            chunks = upstream.aiter_bytes().__aiter__()
             try:
-                async for chunk in upstream.aiter_bytes():
+                # A model may send its headers at once and then hold the first token (vLLM asleep, queued):
+                # keep-alives go on until the first bytes; after that, chunks pass straight through.
+                first = asyncio.ensure_future(chunks.__anext__())
+                try:
+                    while not (await asyncio.wait({first}, timeout=self.config.keepalive_interval))[0]:
+                        yield KEEPALIVE
+                finally:
+                    first.cancel()
+                waited = time.monotonic() - exchange.started
+                exchange.cold_wait = exchange.cold_wait or waited >= self.config.cold_wait_after
+                try:
+                    chunk: bytes | None = first.result()
+                except StopAsyncIteration:
+                    chunk = None
+                while chunk is not None:
                     pending += chunk
                     out, pending = self._complete_events(exchange, pending)
                     if out:
                         yield out
+                    chunk = await anext(chunks, None)
             except httpx.HTTPError as exc:
                 exchange.error = True
                 yield _error_event(f"model '{exchange.model.name}' failed mid-stream ({type(exc).__name__})")
