@@ -249,7 +249,7 @@ def gateway(local: bool, upstreams: tuple[str, ...], port: int, key_cache_second
     click.echo(f"keys: {state_dir / 'keys.json'} (`fleet keys create TEAM --all --local`); press Ctrl-C to stop")
     if internal_key is None:
         click.echo(f"warning: {INTERNAL_KEY_ENV} is not set: engines that need a key will refuse the gateway", err=True)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)  # no per-request log line
 
 
 def _upstream(text: str) -> tuple[str, str]:

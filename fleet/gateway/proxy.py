@@ -95,13 +95,15 @@ class Proxy:
     async def forward(self, exchange: Exchange, base_url: str, done: Callable[[Exchange], None]) -> Response:
         """Send `exchange` to the model at `base_url`; `done` is called once with the finished exchange."""
         exchange.prepare()
-        budget = exchange.model.startup_budget + (0 if exchange.stream else exchange.model.request_timeout)
-        sending = asyncio.create_task(self._send(exchange, f"{base_url}/v1/{exchange.path}", budget))
+        url = f"{base_url}/v1/{exchange.path}"
         if exchange.stream:
+            sending = asyncio.create_task(self._send(exchange, url, exchange.model.startup_budget))
             finished, _ = await asyncio.wait({sending}, timeout=self.config.keepalive_after)
             if not finished:
                 exchange.cold_wait = self.config.keepalive_after >= self.config.cold_wait_after
                 return self._stream(exchange, sending, done)
+        else:  # no task: nothing to do while waiting, and a task costs on the hot path
+            sending = self._send(exchange, url, exchange.model.startup_budget + exchange.model.request_timeout)
         try:
             upstream = await sending
         except UpstreamFailed as exc:
@@ -109,6 +111,7 @@ class Proxy:
             done(exchange)
             return refused
         if exchange.stream and upstream.status_code == 200:
+            assert isinstance(sending, asyncio.Task)
             return self._stream(exchange, sending, done)
         try:
             return await self._whole(exchange, upstream)
