@@ -181,3 +181,14 @@ def test_usage_is_flushed_on_shutdown(tmp_path: Path, stub: StubModel) -> None:
     assert (row.counters.requests, row.counters.prompt_tokens, row.counters.completion_tokens) == (3, 15, 6)
     [(record, last_used)] = __import__("fleet.gateway.keys", fromlist=["list_keys"]).list_keys(gateway.keys_store)
     assert record.team == "search" and last_used is not None
+
+
+def test_a_models_own_4xx_passes_through_unchanged(tmp_path: Path, stub: StubModel) -> None:
+    stub.fail_with = 400
+    gateway = make_gateway(tmp_path, {"tiny": stub.url})
+    key = add_key(gateway, "search")
+    with serve_gateway(gateway) as server:
+        with pytest.raises(openai.BadRequestError) as bad:
+            client(server.url, key).chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
+        assert httpx.get(f"{server.url}/v1/nothing", headers={"authorization": f"Bearer {key}"}).status_code == 404
+    assert bad.value.body == {"message": "boom"}

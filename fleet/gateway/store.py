@@ -31,11 +31,12 @@ class Store(Protocol):
 
 
 class JsonFileStore:
-    """A JSON object in one file. Reads are cached by (mtime, size): 10,000 keys are parsed once, not per call."""
+    """A JSON object in one file. Reads are cached by (inode, mtime, size): 10,000 keys are parsed once, not per
+    call; every write replaces the file (a new inode), so another process's write is always noticed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._cached: tuple[tuple[int, int], dict[str, Any]] | None = None
+        self._cached: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     def get(self, key: str) -> Any | None:
         return self._read().get(key)
@@ -56,7 +57,7 @@ class JsonFileStore:
             stat = self.path.stat()
         except FileNotFoundError:
             return {}
-        version = (stat.st_mtime_ns, stat.st_size)
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if self._cached is None or self._cached[0] != version:
             self._cached = (version, self._load())
         return self._cached[1]

@@ -68,6 +68,23 @@ def test_chat_and_stream_through_the_gateway(engine: Engine, tmp_path: Path) -> 
     assert row.counters.prompt_tokens == 2 * reply.usage.prompt_tokens
 
 
+def test_responses_api_goes_through_like_direct(engine: Engine, tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path, {"tiny": engine.config.base_url})
+    key = add_key(gateway, "search")
+    body = {"model": "tiny", "input": "Say hello", "max_output_tokens": 8}
+    direct = httpx.post(f"{engine.config.base_url}/v1/responses", json=body,
+                        headers={"authorization": f"Bearer {INTERNAL_KEY}"}, timeout=120)
+    with serve_gateway(gateway) as server:
+        through = httpx.post(f"{server.url}/v1/responses", json=body, headers={"authorization": f"Bearer {key}"}, timeout=120)
+        gateway.flush()
+    assert through.status_code == direct.status_code
+    [row] = summarize(gateway.usage.store.items())
+    if through.status_code == 200:
+        assert row.counters.prompt_tokens == through.json()["usage"]["input_tokens"] > 0
+    else:
+        assert row.counters.errors == 1  # the engine's own refusal, passed through and counted
+
+
 def test_keys_and_names_are_checked_before_the_engine(engine: Engine, tmp_path: Path) -> None:
     gateway = make_gateway(tmp_path, {"tiny": engine.config.base_url})
     scoped = add_key(gateway, "other-team", ("other",))
