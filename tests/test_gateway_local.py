@@ -175,3 +175,14 @@ def test_render_writes_the_gateway_and_check_sees_it(catalog: Path) -> None:
     clash = write_catalog(catalog.parent / "clash", {"gateway": model("gateway")}, {**SETTINGS, "gateway": {"enabled": True}})
     result = fleet("render", "--catalog", str(clash))
     assert result.exit_code == 1 and "'gateway' is the gateway's app name" in result.stderr
+
+
+def test_gateway_settings_are_validated_with_did_you_mean(tmp_path: Path) -> None:
+    directory = write_catalog(tmp_path / "catalog", {"tiny": model("tiny")},
+                              {**SETTINGS, "gateway": {"enabeld": True, "key_cache_seconds": 120}})
+    result = fleet("validate", "--catalog", str(directory))
+    assert result.exit_code == 1
+    assert "gateway.enabeld" in result.stderr and "did you mean 'enabled'" in result.stderr
+    assert "gateway.key_cache_seconds" in result.stderr
+    settings = load_catalog(write_catalog(tmp_path / "ok", {"tiny": model("tiny")}, SETTINGS)).settings.gateway
+    assert (settings.enabled, settings.key_cache_seconds, settings.keys_dict) == (False, 30, "fleet-gateway-keys")

@@ -60,6 +60,7 @@ def endpoints(environment: str | None, catalog_dir: Path, as_json: bool, output_
       fleet endpoints --format litellm > litellm.yaml
     """
     from ..gateway.export import Endpoint, litellm, openai_env
+    from ..gateway.render import GatewaySpec
 
     catalog, apps = _rendered(catalog_dir, (), gateway=True)
     client = _client(catalog, environment)
@@ -69,7 +70,7 @@ def endpoints(environment: str | None, catalog_dir: Path, as_json: bool, output_
         for app in apps
         if app.spec.app_name in deployed
     }
-    gateway = next((a for a in apps if getattr(a.spec, "fetches_weights", True) is False), None)
+    gateway = next((a for a in apps if isinstance(a.spec, GatewaySpec)), None)
     front = urls.pop(gateway.spec.name, None) if gateway else None
     rows = [Endpoint("gateway", f"{front}/v1", None, True)] if front else []
     for app in apps:
