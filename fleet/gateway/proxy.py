@@ -29,7 +29,8 @@ from .config import GatewayConfig, GatewayModel
 STREAMING_USAGE_PATHS = ("chat/completions", "completions")  # the ones that take stream_options
 RETRY_DELAY = 0.25
 KEEPALIVE = b": keep-alive\n\n"
-HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
+# Not copied from the model's answer: hop-by-hop, recomputed by the server, or the gateway's own to set.
+SKIPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "date", "server"}
 
 
 class UpstreamFailed(Exception):
@@ -136,7 +137,7 @@ class Proxy:
                         break
                     except httpx.ConnectError as exc:
                         if time.monotonic() + RETRY_DELAY > min(refused_until, deadline):
-                            raise UpstreamFailed(f"cannot connect ({exc or type(exc).__name__})") from None
+                            raise UpstreamFailed(f"cannot connect ({str(exc) or type(exc).__name__})") from None
                         await asyncio.sleep(RETRY_DELAY)
         except TimeoutError:
             raise UpstreamFailed(f"no answer within its startup budget ({budget:g}s)") from None
@@ -165,7 +166,7 @@ class Proxy:
                 exchange.take_usage(json.loads(body).get("usage"))
             except (ValueError, AttributeError):
                 pass
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in SKIPPED_HEADERS}
         return Response(body, status_code=upstream.status_code, headers=headers)
 
     def _stream(
