@@ -84,8 +84,10 @@ def keys_create(
         key, record = new_key(team, names, lifetime)
     except ValueError as exc:
         raise FleetError(str(exc)) from None
-    _, store, _ = _stores(catalog_dir, local, state_dir, environment)
+    catalog, store, _ = _stores(catalog_dir, local, state_dir, environment)
     store_key(store, key, record)
+    if not local and not catalog.settings.gateway.enabled:
+        click.echo("note: `gateway.enabled` is false in _fleet.yaml: no deployed gateway reads this key yet", err=True)
     until = f"expires {iso(record.expires)}" if record.expires else "never expires"
     click.echo(f"created key {record.key_id} for team {team} (models: {', '.join(record.models)}; {until})")
     click.echo(key)
