@@ -67,7 +67,13 @@ class StubModel:
         self.delay = 0.0
         self.fail_with: int | None = None
         self.seen: list[tuple[dict[str, str], dict[str, Any]]] = []
-        self.app = Starlette(routes=[Route("/v1/{endpoint:path}", self.answer, methods=["POST"])])
+        self.redirect = False  # answer like Modal past 150 s: 303 to a result URL that then gives the answer
+        self.app = Starlette(routes=[Route("/v1/{endpoint:path}", self.answer, methods=["POST"]),
+                                     Route("/result/{body:path}", self.result, methods=["GET"])])
+
+    async def result(self, request: Request) -> Response:
+        self.seen.append((dict(request.headers), {"result": request.path_params["body"]}))
+        return JSONResponse(json.loads(request.path_params["body"]))
 
     async def answer(self, request: Request) -> Response:
         body = await request.json()
@@ -82,6 +88,10 @@ class StubModel:
         if body.get("stream"):
             return StreamingResponse(self._chunks(body, words, usage), media_type="text/event-stream")
         message = {"role": "assistant", "content": " ".join(words)}
+        if self.redirect:
+            answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
+                      "choices": [{"index": 0, "message": message, "finish_reason": "length"}], "usage": usage}
+            return Response(status_code=303, headers={"location": f"/result/{json.dumps(answer, separators=(',', ':'))}"})
         return JSONResponse({"id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
                              "choices": [{"index": 0, "message": message, "finish_reason": "length"}], "usage": usage})
 

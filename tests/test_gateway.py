@@ -192,3 +192,27 @@ def test_a_models_own_4xx_passes_through_unchanged(tmp_path: Path, stub: StubMod
             client(server.url, key).chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
         assert httpx.get(f"{server.url}/v1/nothing", headers={"authorization": f"Bearer {key}"}).status_code == 404
     assert bad.value.body == {"message": "boom"}
+
+
+def test_modal_303_is_followed_so_the_client_never_sees_it(tmp_path: Path, stub: StubModel) -> None:
+    stub.redirect = True
+    gateway = make_gateway(tmp_path, {"tiny": stub.url})
+    key = add_key(gateway, "search")
+    with serve_gateway(gateway) as server:
+        reply = client(server.url, key).chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
+        gateway.flush()
+    assert reply.choices[0].message.content == "one two three"
+    assert "result" in stub.seen[-1][1]  # the gateway fetched the result URL itself
+    [row] = summarize(gateway.usage.store.items())
+    assert (row.counters.requests, row.counters.completion_tokens, row.counters.errors) == (1, 3, 0)
+
+
+def test_usage_is_flushed_periodically_while_running(tmp_path: Path, stub: StubModel) -> None:
+    gateway = make_gateway(tmp_path, {"tiny": stub.url}, usage_flush_interval=0.2)
+    key = add_key(gateway, "search")
+    with serve_gateway(gateway) as server:
+        client(server.url, key).chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
+        deadline = time.monotonic() + 5
+        while not summarize(gateway.usage.store.items()):
+            assert time.monotonic() < deadline, "usage never reached the store while the gateway ran"
+            time.sleep(0.05)
