@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fleet.gateway.keys import KeyCache, new_key, store_key  # noqa: E402
+from fleet.gateway.keys import KeyCache, new_key  # noqa: E402
 from fleet.gateway.store import JsonFileStore  # noqa: E402
 
 INTERNAL_KEY = "bench-internal-key-42"

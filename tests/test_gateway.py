@@ -3,7 +3,6 @@ behind it (the real-engine version is tests/engine/test_gateway_engine.py)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from fleet.gateway.keys import revoke
+from fleet.gateway.keys import list_keys, revoke
 from fleet.gateway.usage import summarize
 from gatewaykit import INTERNAL_KEY, ServerThread, StubModel, add_key, make_gateway, serve_gateway
 
@@ -179,7 +178,7 @@ def test_usage_is_flushed_on_shutdown(tmp_path: Path, stub: StubModel) -> None:
         assert summarize(gateway.usage.store.items()) == []
     [row] = summarize(gateway.usage.store.items())
     assert (row.counters.requests, row.counters.prompt_tokens, row.counters.completion_tokens) == (3, 15, 6)
-    [(record, last_used)] = __import__("fleet.gateway.keys", fromlist=["list_keys"]).list_keys(gateway.keys_store)
+    [(record, last_used)] = list_keys(gateway.keys_store)
     assert record.team == "search" and last_used is not None
 
 

@@ -34,15 +34,22 @@ INTERNAL_KEY_ENV = "FLEET_API_KEY"  # the key `fleet serve --local` engines take
 def _stores(catalog_dir: Path, local: bool, state_dir: Path, environment: str | None) -> tuple[Any, Any, Any]:
     """(catalog, keys store, usage store): local JSON files, or the named Modal Dicts of _fleet.yaml."""
     from ..catalog import load_catalog
-    from ..gateway.store import JsonFileStore, ModalDictStore
+    from ..gateway.store import ModalDictStore
     from .common import _client
 
     catalog = load_catalog(catalog_dir)
     if local:
-        return catalog, JsonFileStore(state_dir / "keys.json"), JsonFileStore(state_dir / "usage.json")
+        return (catalog, *_local_stores(state_dir))
     settings = catalog.settings.gateway
     client = _client(catalog, environment)
-    return catalog, ModalDictStore(settings.keys_dict, client.environment), ModalDictStore(settings.usage_dict, client.environment)
+    keys_store = ModalDictStore(settings.keys_dict, client.environment)
+    return catalog, keys_store, ModalDictStore(settings.usage_dict, client.environment)
+
+
+def _local_stores(state_dir: Path) -> tuple[Any, Any]:
+    from ..gateway.store import JsonFileStore
+
+    return JsonFileStore(state_dir / "keys.json"), JsonFileStore(state_dir / "usage.json")
 
 
 @click.group()
@@ -131,7 +138,14 @@ def keys_list(local: bool, state_dir: Path, environment: str | None, catalog_dir
         click.echo("no keys: create one with `fleet keys create TEAM --all`")
         return
     table = [
-        [r["team"], r["key_id"], ",".join(r["models"]), r["created"], (r["expires"] or "never") + (" (expired)" if r["expired"] else ""), r["last_used"] or "never"]
+        [
+            r["team"],
+            r["key_id"],
+            ",".join(r["models"]),
+            r["created"],
+            (r["expires"] or "never") + (" (expired)" if r["expired"] else ""),
+            r["last_used"] or "never",
+        ]
         for r in rows
     ]
     echo_table(["TEAM", "KEY ID", "MODELS", "CREATED", "EXPIRES", "LAST USED"], table)
@@ -210,13 +224,27 @@ def usage(
 
 
 @click.command()
-@click.option("--local", "local", is_flag=True, help="Run on this machine (the deployed gateway comes from `fleet deploy --all`).")
-@click.option("--upstream", "upstreams", multiple=True, metavar="NAME=URL", help="A model's engine, e.g. tiny=http://127.0.0.1:8001 (repeatable).")
+@click.option("--local", "local", is_flag=True, help="Run on this machine (Modal's comes from `fleet deploy --all`).")
+@click.option(
+    "--upstream",
+    "upstreams",
+    multiple=True,
+    metavar="NAME=URL",
+    help="A model's engine, e.g. tiny=http://127.0.0.1:8001 (repeatable).",
+)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--key-cache-seconds", default=30.0, show_default=True, type=click.FloatRange(0.1, 30), help="How soon a revoked key is refused.")
+@click.option(
+    "--key-cache-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 30),
+    help="How soon a revoked key is refused.",
+)
 @STATE_OPTION
 @CATALOG_OPTION
-def gateway(local: bool, upstreams: tuple[str, ...], port: int, key_cache_seconds: float, state_dir: Path, catalog_dir: Path) -> None:
+def gateway(
+    local: bool, upstreams: tuple[str, ...], port: int, key_cache_seconds: float, state_dir: Path, catalog_dir: Path
+) -> None:
     """Run the gateway on this machine in front of `fleet serve --local` engines.
 
     Keys and usage are the files under --state (`fleet keys create TEAM --all --local`). The gateway calls
@@ -234,7 +262,6 @@ def gateway(local: bool, upstreams: tuple[str, ...], port: int, key_cache_second
     from ..gateway.app import Gateway, create_app
     from ..gateway.config import GatewayConfig, GatewayModel, StaticUpstreams
     from ..gateway.render import gateway_models
-    from ..gateway.store import JsonFileStore
 
     if not local:
         raise click.UsageError("only --local is supported: the Modal gateway comes from `fleet deploy --all`")
@@ -245,9 +272,10 @@ def gateway(local: bool, upstreams: tuple[str, ...], port: int, key_cache_second
     config = GatewayConfig(models=models, key_cache_ttl=key_cache_seconds, created=int(time.time()))
     internal_key = os.environ.get(INTERNAL_KEY_ENV) or None
     app = create_app(
-        Gateway(config, StaticUpstreams(urls), JsonFileStore(state_dir / "keys.json"), JsonFileStore(state_dir / "usage.json"), internal_key)
+        Gateway(config, StaticUpstreams(urls), *_local_stores(state_dir), internal_key)
     )
-    click.echo(f"gateway at http://127.0.0.1:{port}/v1 for {len(models)} model(s); running locally: {', '.join(urls) or 'none'}")
+    running = ", ".join(urls) or "none"
+    click.echo(f"gateway at http://127.0.0.1:{port}/v1 for {len(models)} model(s); running locally: {running}")
     click.echo(f"keys: {state_dir / 'keys.json'} (`fleet keys create TEAM --all --local`); press Ctrl-C to stop")
     if internal_key is None:
         click.echo(f"warning: {INTERNAL_KEY_ENV} is not set: engines that need a key will refuse the gateway", err=True)

@@ -105,7 +105,8 @@ class Gateway:
         scheme, _, key = header.partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            return openai_error(401, "missing API key: send `Authorization: Bearer <team key>`", "invalid_request_error", "invalid_api_key")
+            message = "missing API key: send `Authorization: Bearer <team key>`"
+            return openai_error(401, message, "invalid_request_error", "invalid_api_key")
         now = time.time()
         fresh, record = self.keys.cached(key, now)
         if not fresh:
@@ -113,7 +114,8 @@ class Gateway:
                 record = await asyncio.to_thread(self.keys.fetch, key, now)
             except Exception as exc:  # noqa: BLE001 - the key store being down is ours, not the caller's fault
                 log.warning("key store lookup failed: %s", type(exc).__name__)
-                return openai_error(503, "the key store is unavailable; retry shortly", "service_unavailable", None, {"Retry-After": "5"})
+                message = "the key store is unavailable; retry shortly"
+                return openai_error(503, message, "service_unavailable", None, {"Retry-After": "5"})
         if record is None or record.expired(now):
             return openai_error(401, "incorrect or expired API key", "invalid_request_error", "invalid_api_key")
         self.last_used[record.key_id] = now
@@ -151,7 +153,9 @@ class Gateway:
         """POST /v1/<endpoint> and /models/<name>/v1/<endpoint>."""
         path = request.path_params["endpoint"]
         if path not in ENDPOINTS:
-            return openai_error(404, f"unknown endpoint /v1/{path}; the gateway serves /v1/{', /v1/'.join(ENDPOINTS)}", "invalid_request_error", "unknown_url")
+            served = ", ".join(f"/v1/{e}" for e in ENDPOINTS)
+            message = f"unknown endpoint /v1/{path}; the gateway serves {served}"
+            return openai_error(404, message, "invalid_request_error", "unknown_url")
         record = await self.team_key(request)
         if isinstance(record, Response):
             return record
@@ -199,7 +203,8 @@ class Gateway:
     def _unknown_model(self, name: str) -> Response:
         close = difflib.get_close_matches(name, list(self.config.by_name), n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        return openai_error(404, f"The model '{name}' does not exist.{hint}", "invalid_request_error", "model_not_found")
+        message = f"The model '{name}' does not exist.{hint}"
+        return openai_error(404, message, "invalid_request_error", "model_not_found")
 
     def _not_allowed(self, record: TeamKey, name: str) -> Response:
         return openai_error(
@@ -207,7 +212,8 @@ class Gateway:
         )
 
     async def not_found(self, request: Request) -> Response:
-        return openai_error(404, f"no route {request.method} {request.url.path}", "invalid_request_error", "unknown_url")
+        message = f"no route {request.method} {request.url.path}"
+        return openai_error(404, message, "invalid_request_error", "unknown_url")
 
 
 def create_app(gateway: Gateway) -> Starlette:
@@ -233,10 +239,13 @@ def internal_key_from_env() -> str | None:
     return value.split(",")[0].strip() or None
 
 
-def modal_gateway(models: tuple[dict[str, Any], ...], knobs: dict[str, Any], keys_dict: str, usage_dict: str) -> Gateway:
+def modal_gateway(
+    models: tuple[dict[str, Any], ...], knobs: dict[str, Any], keys_dict: str, usage_dict: str
+) -> Gateway:
     """The gateway as the deployed app builds it (inside a Modal container)."""
     from .config import ModalUpstreams
     from .store import ModalDictStore
 
     config = GatewayConfig(models=tuple(GatewayModel(**m) for m in models), **knobs)
-    return Gateway(config, ModalUpstreams(), ModalDictStore(keys_dict), ModalDictStore(usage_dict), internal_key_from_env())
+    stores = ModalDictStore(keys_dict), ModalDictStore(usage_dict)
+    return Gateway(config, ModalUpstreams(), *stores, internal_key_from_env())

@@ -64,7 +64,9 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_key(team: str, models: tuple[str, ...], expires_in: float | None, now: float | None = None) -> tuple[str, TeamKey]:
+def new_key(
+    team: str, models: tuple[str, ...], expires_in: float | None, now: float | None = None
+) -> tuple[str, TeamKey]:
     """A fresh key and its record. The key is returned once, to print; only the record is stored."""
     if not TEAM_NAME.match(team):
         raise ValueError(f"team name {team!r}: use letters, digits, '.', '_' or '-' (at most 64, starting alnum)")

@@ -30,7 +30,9 @@ STREAMING_USAGE_PATHS = ("chat/completions", "completions")  # the ones that tak
 RETRY_DELAY = 0.25
 KEEPALIVE = b": keep-alive\n\n"
 # Not copied from the model's answer: hop-by-hop, recomputed by the server, or the gateway's own to set.
-SKIPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "date", "server"}
+SKIPPED_HEADERS = {
+    "content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "date", "server"
+}
 
 
 class UpstreamFailed(Exception):
@@ -74,7 +76,9 @@ class Exchange:
             self.completion_tokens = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
 
 
-def openai_error(status: int, message: str, kind: str, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def openai_error(
+    status: int, message: str, kind: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """OpenAI's error shape, which every SDK knows how to raise."""
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -121,10 +125,12 @@ class Proxy:
 
     async def _send(self, exchange: Exchange, url: str, budget: float) -> httpx.Response:
         """The model's response headers (body not read yet), or UpstreamFailed. Waits at most `budget` s."""
-        headers = {"content-type": "application/json", "accept": "text/event-stream" if exchange.stream else "application/json"}
+        accept = "text/event-stream" if exchange.stream else "application/json"
+        headers = {"content-type": "application/json", "accept": accept}
         if self.internal_key:
             headers["authorization"] = f"Bearer {self.internal_key}"  # the team's key never goes up
-        timeout = httpx.Timeout(budget, connect=max(self.config.connect_retry, 1.0), read=exchange.model.request_timeout)
+        connect = max(self.config.connect_retry, 1.0)
+        timeout = httpx.Timeout(budget, connect=connect, read=exchange.model.request_timeout)
         content = exchange.content()
         deadline = time.monotonic() + budget
         refused_until = time.monotonic() + self.config.connect_retry

@@ -97,7 +97,9 @@ class UsageMeter:
             return {slot: Counters(**asdict(c)) for slot, c in self._totals.items()}
 
 
-def summarize(entries: list[tuple[str, Any]], *, since_day: str | None = None, team: str | None = None) -> list[UsageRow]:
+def summarize(
+    entries: list[tuple[str, Any]], *, since_day: str | None = None, team: str | None = None
+) -> list[UsageRow]:
     """The store's per-instance entries summed per day x team x model, oldest day first."""
     summed: dict[tuple[str, str, str], Counters] = {}
     for stored_as, value in entries:
