@@ -74,7 +74,10 @@ class Gateway:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            await asyncio.to_thread(self.flush)  # on shutdown: nothing counted is lost
+            try:
+                await asyncio.to_thread(self.flush)  # on shutdown: nothing counted is lost
+            except Exception as exc:  # noqa: BLE001 - logged; the container's exit hook tries once more
+                log.warning("usage flush at shutdown failed: %s", type(exc).__name__)
             await self.client.aclose()
 
     async def _flush_every(self, interval: float) -> None:
