@@ -25,6 +25,7 @@ from .spec import (
     GPU_MEMORY_GB,
     MAX_GPUS_PER_CONTAINER,
     Catalog,
+    GatewaySettings,
     ModelSpec,
     Scaling,
     Settings,
@@ -209,6 +210,7 @@ def _load_settings(path: Path, problems: list[Problem]) -> tuple[Settings | None
         vllm_cache_volume=data["volumes"]["vllm_cache"],
         api_key_secret=data["secrets"]["api_key"],
         hf_token_secret=data["secrets"]["hf_token"],
+        gateway=GatewaySettings(**data["gateway"]),
     )
     if "name" in data["defaults"]:
         line = doc.line_of(("defaults", "name"))

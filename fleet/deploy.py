@@ -159,7 +159,8 @@ def apply_plan(
 
         def deploy_then_fetch(item: PlanItem) -> Outcome | Future[Outcome]:
             outcome = _deploy_one(item, client, apps_dir, force=force, report=report)
-            if fetch_weights and outcome.result == "deployed":
+            # The gateway (fleet/gateway/render.py) has no weights: `fetches_weights` is False on its spec.
+            if fetch_weights and outcome.result == "deployed" and getattr(item.rendered.spec, "fetches_weights", True):
                 return downloads.submit(_fetch_weights, outcome, client, report)
             return outcome
 

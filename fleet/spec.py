@@ -38,6 +38,20 @@ PINNED_REVISION = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """_fleet.yaml `gateway:`: the fleet's one front door (fleet/gateway/). Defaults live in the schema."""
+
+    enabled: bool = False
+    min_containers: int = 1
+    max_containers: int = 10
+    max_concurrent_requests: int = 1000
+    keys_dict: str = "fleet-gateway-keys"
+    usage_dict: str = "fleet-gateway-usage"
+    key_cache_seconds: int = 30
+    usage_flush_seconds: int = 60
+
+
+@dataclass(frozen=True)
 class Settings:
     """catalog/_fleet.yaml: what every app of the fleet shares."""
 
@@ -48,6 +62,7 @@ class Settings:
     vllm_cache_volume: str
     api_key_secret: str
     hf_token_secret: str
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,10 @@ def render(names: tuple[str, ...], all_models: bool, out_dir: Path, check: bool,
 
     catalog = load_catalog(catalog_dir)
     apps = render_all(select(catalog, selection(names, all_models, required=False)))
+    if not names:
+        from ..gateway.render import gateway_apps
+
+        apps += gateway_apps(catalog)
     if check:
         stale = stale_files(apps, out_dir, prefix=None if names else catalog.settings.prefix)
         expected = {out_dir / app.filename for app in apps}

@@ -81,8 +81,11 @@ def with_names(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def _rendered(catalog_dir: Path, names: tuple[str, ...], out_dir: Path | None = None) -> tuple[Any, list[Any]]:
-    """Validate, select and render (writing the files only into `out_dir`): all before Modal is touched."""
+def _rendered(
+    catalog_dir: Path, names: tuple[str, ...], out_dir: Path | None = None, *, gateway: bool = False
+) -> tuple[Any, list[Any]]:
+    """Validate, select and render (writing the files only into `out_dir`): all before Modal is touched.
+    With `gateway` and no names, the gateway's app (when enabled) comes last."""
     from ..catalog import check_catalog, select
     from ..render import render_all, write_apps
 
@@ -92,6 +95,10 @@ def _rendered(catalog_dir: Path, names: tuple[str, ...], out_dir: Path | None = 
     print_warnings_summary(result.warnings)
     catalog = result.catalog
     apps = render_all(select(catalog, names))
+    if gateway and not names:
+        from ..gateway.render import gateway_apps
+
+        apps += gateway_apps(catalog)
     if out_dir is not None:
         write_apps(apps, out_dir)
     return catalog, apps

@@ -39,7 +39,7 @@ def plan(names: tuple[str, ...], all_models: bool, environment: str | None, cata
     from ..deploy import make_plan
 
     selection(names, all_models, required=False)
-    catalog, apps = _rendered(catalog_dir, names)
+    catalog, apps = _rendered(catalog_dir, names, gateway=True)
     prefix = None if names else catalog.settings.prefix
     deployed = _client(catalog, environment).deployed_apps(catalog.settings.prefix)
     items = make_plan(apps, deployed, orphans_of=prefix)
@@ -82,7 +82,7 @@ def deploy(
     from ..deploy import apply_plan, check_secrets, make_plan
 
     selection(names, all_models, required=True)
-    catalog, apps = _rendered(catalog_dir, names, out_dir)
+    catalog, apps = _rendered(catalog_dir, names, out_dir, gateway=True)
     if dry_run:
         _print_dry_run(apps, out_dir, _plan_if_reachable(apps, catalog, environment, force))
         return
@@ -167,7 +167,10 @@ def destroy(names: tuple[str, ...], orphans: bool, yes: bool, environment: str |
     client = _client(catalog, environment)
     deployed = client.deployed_apps(catalog.settings.prefix)
     if orphans:
-        items = make_plan(render_all(list(catalog.models)), deployed, orphans_of=catalog.settings.prefix)
+        from ..gateway.render import gateway_apps
+
+        apps = render_all(list(catalog.models)) + gateway_apps(catalog)
+        items = make_plan(apps, deployed, orphans_of=catalog.settings.prefix)
         targets = [i.app_name for i in items if i.action is Action.ORPHANED]
     else:
         targets = [spec.app_name for spec in select(catalog, names) if spec.app_name in deployed]

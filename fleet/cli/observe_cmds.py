@@ -23,7 +23,7 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
     """
     from ..deploy import make_plan, status_rows
 
-    catalog, apps = _rendered(catalog_dir, ())
+    catalog, apps = _rendered(catalog_dir, (), gateway=True)
     client = _client(catalog, environment)
     prefix = catalog.settings.prefix
     rows = status_rows(make_plan(apps, client.deployed_apps(prefix), orphans_of=prefix), client)
@@ -38,30 +38,67 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
 @ENV_OPTION
 @CATALOG_OPTION
 @JSON_OPTION
-def endpoints(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "openai-env", "litellm"]),
+    default="table",
+    show_default=True,
+    help="openai-env: OPENAI_BASE_URL lines; litellm: a model_list for a LiteLLM proxy.",
+)
+def endpoints(environment: str | None, catalog_dir: Path, as_json: bool, output_format: str) -> None:
     """The OpenAI base URL and model name of each deployed model, ready to hand to a team.
+
+    With the gateway deployed (`gateway: {enabled: true}`), its URL comes first and each model's base URL
+    goes through it (`<gateway>/models/<name>/v1`), so team keys work everywhere.
 
     \b
     Example:
       fleet endpoints
       fleet endpoints --json > endpoints.json
+      fleet endpoints --format openai-env > .env
+      fleet endpoints --format litellm > litellm.yaml
     """
-    catalog, apps = _rendered(catalog_dir, ())
+    from ..gateway.export import Endpoint, litellm, openai_env
+    from ..gateway.render import GatewaySpec
+
+    catalog, apps = _rendered(catalog_dir, (), gateway=True)
     client = _client(catalog, environment)
     deployed = client.deployed_apps(catalog.settings.prefix)
-    rows = []
+    urls = {
+        app.spec.name: client.web_url(app.spec.app_name, app.spec.class_name)
+        for app in apps
+        if app.spec.app_name in deployed
+    }
+    gateway = next((a for a in apps if isinstance(a.spec, GatewaySpec)), None)
+    front = urls.pop(gateway.spec.name, None) if gateway else None
+    rows = [Endpoint("gateway", f"{front}/v1", None, True)] if front else []
     for app in apps:
-        if app.spec.app_name not in deployed:
-            continue
-        url = client.web_url(app.spec.app_name, app.spec.class_name)
-        rows.append({"name": app.spec.name, "base_url": f"{url}/v1" if url else None, "model": app.spec.name})
+        if app is not gateway and urls.get(app.spec.name):
+            base = f"{front}/models/{app.spec.name}/v1" if front else f"{urls[app.spec.name]}/v1"
+            rows.append(Endpoint(app.spec.name, base, app.spec.name, bool(front)))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        report = []
+        for r in rows:
+            row: dict[str, object] = {"name": r.name, "base_url": r.base_url, "model": r.model}
+            if front:  # the model app's own URL (it takes the internal key, not team keys)
+                row["direct_base_url"] = f"{urls[r.name]}/v1" if r.model else None
+            report.append(row)
+        click.echo(json.dumps(report, indent=2))
+        return
+    if output_format == "openai-env":
+        click.echo(openai_env(rows), nl=False)
+        return
+    if output_format == "litellm":
+        click.echo(litellm(rows), nl=False)
         return
     if not rows:
         click.echo("no model of the catalog is deployed: run `fleet deploy --all`")
         return
-    echo_table(["NAME", "BASE URL", "MODEL"], [[r["name"], r["base_url"] or "", r["model"]] for r in rows])
-    click.echo(f"API key: the value of VLLM_API_KEY in the Modal secret '{catalog.settings.api_key_secret}'")
+    echo_table(["NAME", "BASE URL", "MODEL"], [[r.name, r.base_url, r.model or "(any)"] for r in rows])
+    if front:
+        click.echo("API key: a team key from `fleet keys create TEAM` (the gateway calls the models with its own)")
+    else:
+        click.echo(f"API key: the value of VLLM_API_KEY in the Modal secret '{catalog.settings.api_key_secret}'")
 
 COMMANDS = [status, endpoints]
