@@ -547,12 +547,17 @@ class Engine:
     def wake(self) -> None:
         """`POST /wake_up`, confirm awake, then a 1-token request: any failure raises (die, don't serve errors)."""
         t0 = time.monotonic()
-        self._call("POST", "/wake_up", doing="waking up", timeout=self.config.move_timeout)
         if self._level == 2:
-            # Level 2 dropped the weights: load them again from disk, and forget what the cache held.
+            # Level 2 dropped the weights: wake their memory, load them again from disk, then the KV cache
+            # (the engine stays asleep, holding requests, until every part is awake), and forget the cache.
+            self._call("POST", "/wake_up?tags=weights", doing="waking up (weights)", timeout=self.config.move_timeout)
             self._call("POST", "/collective_rpc", {"method": "reload_weights"}, doing="reloading weights",
                        timeout=self.config.move_timeout)
+            self._call("POST", "/wake_up?tags=kv_cache", doing="waking up (KV cache)",
+                       timeout=self.config.move_timeout)
             self._call("POST", "/reset_prefix_cache", doing="resetting the prefix cache")
+        else:
+            self._call("POST", "/wake_up", doing="waking up", timeout=self.config.move_timeout)
         self._level = 0
         if self._is_sleeping("confirming wake-up"):
             raise self._error("vLLM answered /wake_up but /is_sleeping is still true")

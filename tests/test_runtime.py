@@ -166,7 +166,7 @@ def run(argv):
           if self.path.startswith("/sleep"):
               state["sleeping"] = True
               return self.reply(200, {"status": "sleeping", "level": 1})
-          if self.path == "/wake_up":
+          if self.path.split("?")[0] == "/wake_up":
               if mode == "wake_fails":
                   return self.reply(500, {"error": "cannot wake"})
               state["sleeping"] = False
@@ -573,8 +573,9 @@ def test_waking_from_level_2_reloads_the_weights(fake_python: str, tmp_path: Pat
         engine.wake()
     seen = [(r["path"], (r["body"] or {}).get("method")) for r in requests(tmp_path)
             if r["path"].split("?")[0] in ("/sleep", "/wake_up", "/collective_rpc", "/reset_prefix_cache")]
-    assert seen == [("/sleep?level=2", None), ("/wake_up", None), ("/collective_rpc", "reload_weights"),
-                    ("/reset_prefix_cache", None), ("/sleep?level=1", None), ("/wake_up", None)]
+    assert seen == [("/sleep?level=2", None), ("/wake_up?tags=weights", None), ("/collective_rpc", "reload_weights"),
+                    ("/wake_up?tags=kv_cache", None), ("/reset_prefix_cache", None),
+                    ("/sleep?level=1", None), ("/wake_up", None)]
 
 
 def test_the_guard_refuses_websockets_and_unknown_scopes_and_passes_lifespan(monkeypatch: pytest.MonkeyPatch) -> None:
