@@ -84,6 +84,7 @@ def test_snapshot_lifecycle(level: int, grace: float) -> None:
         weight_bytes=weight_bytes(model), startup_timeout=540.0,
         env=(("VLLM_USE_FLASHINFER_SAMPLER", os.environ.get("VLLM_USE_FLASHINFER_SAMPLER", "0")),),
     )
+    row["gpu_memory_utilization"] = config.gpu_memory_utilization
     log = Log()
     engine = Engine(config, api_keys=list(KEYS), log=log)
     port = config.port
