@@ -105,7 +105,7 @@ FORBIDDEN_BODY = b'{"error":"Forbidden"}'
 OWNED_FLAGS = (
     "--model", "--served-model-name", "--revision", "--host", "--port", "--tensor-parallel-size",
     "--gpu-memory-utilization", "--max-model-len", "--enforce-eager", "--enable-sleep-mode", "--middleware",
-    "--api-key", "--uds", "--root-path", "--headless", "--api-server-count",
+    "--api-key", "--config", "--uds", "--root-path", "--headless", "--api-server-count",
 )
 OWNED_SHORT_FLAGS = ("-tp",)
 
@@ -219,9 +219,6 @@ class Engine:
         if config.model.startswith("-"):
             raise ValueError(f"model {config.model!r} must not start with '-': vLLM would read it as a flag")
         check_extra_args(config.extra_args)
-        flags = {_flag_name(arg) for arg in config.extra_args}
-        if "--config" in flags and len(self._keys) > 1:
-            raise ValueError("--config in extra_args leaves no way to pass several API keys")
         self._log = log
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self._incident: list[str] = []  # from the first error line on (see INCIDENT_LINES)

@@ -277,7 +277,7 @@ def test_api_key_flag_in_extra_args_is_refused() -> None:
     ("--api-ke=x",), ("--por", "9000"), ("--hos", "0.0.0.0"), ("--serve", "x"), ("--tensor-parallel", "2"),
     ("--enable-sleep",), ("--gpu-memory", "0.9"), ("--max-model", "9"), ("--max_model_len=9",),
     ("--middleware", "x.Y"), ("--uds", "/tmp/s"), ("--root-path", "/x"), ("-tp", "2"), ("--model=x",),
-    ("--headless",),
+    ("--headless",), ("--config", "x.yaml"),
 ])
 def test_fleet_owned_flags_and_their_prefixes_are_refused(args: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="must not be in the vLLM args"):
