@@ -701,3 +701,14 @@ def test_serve_local_generates_a_key_when_none_given(fake_python: str, tmp_path:
     assert key_line.endswith("(generated for this run)") and len(key_line.split()[2]) >= 20
     chats = [r for r in requests(tmp_path) if r["path"] == "/v1/chat/completions"]
     assert chats[0]["headers"]["Authorization"] == f"Bearer {key_line.split()[2]}"
+
+
+def test_the_catalog_gives_the_runtime_its_weight_bytes() -> None:
+    from fleet.catalog import load_catalog
+
+    catalog = load_catalog(Path(__file__).resolve().parents[1] / "catalog")
+    options = {m.name: m.engine_options() for m in catalog.models}
+    assert options["llama3.1-8b"]["weight_bytes"] == 16_000_000_000  # params_b 8 x bf16
+    assert options["qwen3-235b-a22b"]["weight_bytes"] == 235_000_000_000  # params_b 235 x fp8
+    big = EngineConfig(**options["qwen3-235b-a22b"])  # type: ignore[arg-type]
+    assert round(big.move_timeout) == 438  # 219 GiB at 1 GiB/s, doubled: the 60 s floor would break it
