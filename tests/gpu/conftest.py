@@ -1,7 +1,8 @@
 """The GPU ring: fleet.runtime driving a CUDA build of vLLM through the snapshot lifecycle.
 
 Skipped unless vLLM and torch are importable, a GPU answers `nvidia-smi`, and FLEET_GPU_MODEL names a model
-directory (the device recipe makes a random-weight one: ../shared/gpu/make_model.py). `make gpu-bench`
+directory (the device recipe makes a random-weight one: ../shared/gpu/make_model.py); FLEET_GPU_TP=N
+serves it tensor-parallel on N GPUs (memory is summed over every GPU and listed per GPU). `make gpu-bench`
 runs it; timings go to stdout and, as JSON lines, to FLEET_GPU_BENCH_OUT (default gpu-bench.jsonl).
 """
 

@@ -15,11 +15,16 @@ from typing import Any
 BENCH_OUT = os.environ.get("FLEET_GPU_BENCH_OUT", "gpu-bench.jsonl")
 
 
-def gpu_used_mib() -> int:
-    """Memory used on the first GPU, MiB, all processes."""
-    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+def gpu_used_per_gpu() -> list[int]:
+    """Memory used on each GPU, MiB, all processes."""
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
                          capture_output=True, text=True, timeout=30, check=True).stdout
-    return int(out.strip().splitlines()[0])
+    return [int(line) for line in out.split()]
+
+
+def gpu_used_mib() -> int:
+    """Memory used on every GPU together, MiB (a tensor-parallel engine holds memory on each)."""
+    return sum(gpu_used_per_gpu())
 
 
 def gpu_apps() -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from fleet import runtime
 from fleet.runtime import Engine, EngineConfig
-from gpukit import MemoryWatch, gpu_apps, gpu_info, gpu_used_mib, raw, record, stream_ttft
+from gpukit import MemoryWatch, gpu_apps, gpu_info, gpu_used_mib, gpu_used_per_gpu, raw, record, stream_ttft
 
 pytestmark = pytest.mark.gpu
 
@@ -77,14 +77,19 @@ def test_snapshot_lifecycle(level: int, grace: float) -> None:
                            "weight_gib": round(weight_bytes(model) / (1 << 30), 2)}
     base = gpu_used_mib()
     row["mem_base_mib"] = base
+    tp = int(os.environ.get("FLEET_GPU_TP", "1"))  # tensor parallelism: FLEET_GPU_TP GPUs, one engine
+    env = [("VLLM_USE_FLASHINFER_SAMPLER", os.environ.get("VLLM_USE_FLASHINFER_SAMPLER", "0"))]
+    if tp > 1:
+        env.append(("NCCL_NVLS_ENABLE", "0"))  # NVLink multicast off (the device's notes)
     config = EngineConfig(
-        model=str(model), served_model_name=NAME, host="127.0.0.1", port=free_port(),
+        model=str(model), served_model_name=NAME, host="127.0.0.1", port=free_port(), tensor_parallel_size=tp,
         gpu_memory_utilization=float(os.environ.get("FLEET_GPU_UTIL", "0.85")),
         max_model_len=int(os.environ.get("FLEET_GPU_MAX_LEN", "4096")), enable_sleep_mode=True, dev_mode=True,
         weight_bytes=weight_bytes(model), startup_timeout=540.0,
-        env=(("VLLM_USE_FLASHINFER_SAMPLER", os.environ.get("VLLM_USE_FLASHINFER_SAMPLER", "0")),),
+        env=tuple(env),
     )
     row["gpu_memory_utilization"] = config.gpu_memory_utilization
+    row["tensor_parallel_size"] = tp
     log = Log()
     engine = Engine(config, api_keys=list(KEYS), log=log)
     port = config.port
@@ -97,6 +102,7 @@ def test_snapshot_lifecycle(level: int, grace: float) -> None:
         procs = [leader, *leader.children(recursive=True)]
         awake = gpu_used_mib()
         row["mem_awake_mib"] = awake
+        row["mem_awake_per_gpu_mib"] = gpu_used_per_gpu()
 
         # keys: each one works, none or a wrong one does not
         assert raw(port, "GET", "/v1/models")[0] == 401
@@ -114,6 +120,7 @@ def test_snapshot_lifecycle(level: int, grace: float) -> None:
         timed(row, "sleep_first_s", engine.sleep, level)
         asleep = gpu_used_mib()
         row["mem_asleep_mib"] = asleep
+        row["mem_asleep_per_gpu_mib"] = gpu_used_per_gpu()
         row["freed_fraction"] = round((awake - asleep) / max(1, awake - base), 4)
         assert awake - asleep >= FREED_AT_LEAST * (awake - base), (base, awake, asleep)
 
@@ -164,6 +171,7 @@ def test_snapshot_lifecycle(level: int, grace: float) -> None:
                 time.sleep(0.05)
         row["stop_to_gpu_free_s"] = watch.first_under(base + BASELINE_SLACK_MIB, t0)
         row["mem_after_stop_mib"] = gpu_used_mib()
+        row["mem_after_stop_per_gpu_mib"] = gpu_used_per_gpu()
         row["gpu_apps_after_stop"] = gpu_apps()
         row["left_processes"] = [p.pid for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         record(row)
