@@ -794,6 +794,18 @@ def _png_data_url(size: int = 64) -> str:
 # -- the launcher: `python -m fleet.runtime serve MODEL ...` is `vllm serve MODEL ...` -------------------------
 
 
+_REAPER = """
+import os, signal, sys, time
+group = int(sys.argv[1])
+for sig, pause in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
+    try:
+        os.killpg(group, sig)
+    except OSError:
+        break
+    time.sleep(pause)
+"""
+
+
 def _watch_parent(parent: int, poll: float = PARENT_POLL_S) -> None:
     """Take the engine's process group down once the process that started it is gone.
 
@@ -809,9 +821,10 @@ def _watch_parent(parent: int, poll: float = PARENT_POLL_S) -> None:
         group = os.getpgrp()
         if group != os.getpid():  # not our own group: take down only this process
             os.kill(os.getpid(), signal.SIGKILL)
-        os.killpg(group, signal.SIGTERM)
-        time.sleep(3.0)  # a clean shutdown frees shared memory; then nothing may be left
-        os.killpg(group, signal.SIGKILL)
+        # From outside the group, so that the SIGKILL still comes if this process ends on the SIGTERM
+        # before a child that ignores it: a clean shutdown first (it frees shared memory), then nothing left.
+        subprocess.Popen([sys.executable, "-c", _REAPER, str(group)], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     threading.Thread(target=watch, name="fleet-parent-watch", daemon=True).start()
 

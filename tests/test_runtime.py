@@ -83,6 +83,11 @@ def run(argv):
       kids = [subprocess.Popen([sys.executable, "-c", ignore]), subprocess.Popen([sys.executable, "-c", escape])]
       with open(os.environ["FAKE_PIDS"], "w") as f:
           json.dump([os.getpid()] + [k.pid for k in kids], f)
+  if mode == "soft":  # the engine ends on SIGTERM, its child does not
+      ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)"
+      kid = subprocess.Popen([sys.executable, "-c", ignore])
+      with open(os.environ["FAKE_PIDS"], "w") as f:
+          json.dump([os.getpid(), kid.pid], f)
   time.sleep(float(os.environ.get("FAKE_DELAY", "0")))
   state = {"sleeping": False}
 
@@ -610,8 +615,10 @@ def test_the_guard_refuses_websockets_and_unknown_scopes_and_passes_lifespan(mon
     assert reached == [] and sent == []
 
 
-def test_the_engine_dies_with_the_process_that_started_it(fake_python: str, tmp_path: Path) -> None:
-    """SIGKILL leaves the parent no chance to clean up: the engine's own watchdog takes its group down."""
+@pytest.mark.parametrize("mode", ["stubborn", "soft"])
+def test_the_engine_dies_with_the_process_that_started_it(fake_python: str, tmp_path: Path, mode: str) -> None:
+    """SIGKILL leaves the parent no chance to clean up: the engine's own watchdog takes its group down, also
+    when the engine ignores SIGTERM (stubborn) or ends on it before a child that ignores it (soft)."""
     import subprocess
 
     import psutil
@@ -622,7 +629,7 @@ import sys, time
 sys.path.insert(0, {str(Path(runtime.__file__).parents[1])!r})
 from fleet.runtime import Engine, EngineConfig
 e = Engine(EngineConfig(model="m", served_model_name="m", port={port}, python={fake_python!r},
-                        env=(("FAKE_MODE", "stubborn"), ("FAKE_PIDS", {str(tmp_path / "pids")!r}))), api_keys=["k"],
+                        env=(("FAKE_MODE", {mode!r}), ("FAKE_PIDS", {str(tmp_path / "pids")!r}))), api_keys=["k"],
            log=lambda line: None)
 e.start()
 print("up", flush=True)
