@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test clean
+.PHONY: install demo test gpu-bench clean
 
 $(BIN)/fleet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ $(VENV)/.test-deps: pyproject.toml $(BIN)/fleet
 # FLEET_REQUIRE_ENGINE: the real-engine tests must run here, never skip because vLLM failed to install.
 test: $(VENV)/.test-deps
 	FLEET_REQUIRE_ENGINE=1 $(BIN)/python -m pytest
+
+# The GPU ring (tests/gpu): on a machine with a CUDA GPU and a CUDA build of vLLM in this venv, serving the
+# model directory FLEET_GPU_MODEL; one JSON line of timings per lifecycle in gpu-bench.jsonl.
+gpu-bench: install
+	FLEET_GPU_BENCH_OUT=$${FLEET_GPU_BENCH_OUT:-gpu-bench.jsonl} $(BIN)/python -m pytest tests/gpu -s -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) build

@@ -7,8 +7,9 @@ tests/engine. One run of each (every start costs ~25 s on 2 cores), so read the 
 
 1. ready: `Engine.start()` (polls /health every 0.1 s and watches the process) versus a bare vLLM started
    by hand and polled every 2 s (the reference design) and every 0.1 s;
-2. after a sleep: `Engine.wake()` (wake, confirm, 1-token request) then a streamed request's first token,
-   versus a bare `POST /wake_up` then the same request.
+2. after a sleep: `Engine.wake()` (wake, confirm, guard proof, 1-token request) then a streamed request's
+   first token, versus a bare `POST /wake_up` then the same request;
+3. the guard proof alone (`GET /metrics` must answer 403), which every start and wake now pays.
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ def main() -> None:
         oracle.join()
         runtime_late = runtime_ready - oracle.ready_at
         engine.warm_up()
+        proofs = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            engine.check_guard("bench")
+            proofs.append(time.monotonic() - t0)
 
         engine.sleep()
         t0 = time.monotonic()
@@ -169,6 +175,7 @@ def main() -> None:
     print(f"  Engine.wake() + request, first token       {runtime_wake_first:7.3f}")
     print(f"  bare POST /wake_up + request, first token  {bare_wake_first:7.3f}")
     print(f"  steady-state first token (awake, best of 3){steady:7.3f}")
+    print(f"\nguard proof (GET /metrics -> 403), best / worst of 5 (s): {min(proofs):.4f} / {max(proofs):.4f}")
 
 
 if __name__ == "__main__":

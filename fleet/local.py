@@ -2,14 +2,21 @@
 
 Snapshots are off locally: start and warm up (and, with `cycle`, one sleep + wake round to exercise the
 path a restore takes), print where to reach it, serve until Ctrl-C, stop cleanly.
+
+Nothing is left behind however the CLI ends: SIGTERM and SIGHUP (a closed terminal) stop it the way Ctrl-C
+does, a second signal cannot interrupt the stop, and if the CLI is killed outright (SIGKILL) the engine's
+own watchdog (fleet.runtime's launcher) takes the engine down within a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
+import signal
 import subprocess
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
 from fleet.runtime import Engine, EngineConfig, EngineError
 
@@ -48,6 +55,13 @@ def serve_local(
     if cycle and not config.dev_mode:
         config = dataclasses.replace(config, dev_mode=True)  # sleep and wake need vLLM's dev endpoints
     engine = Engine(config, api_keys=[key])
+    with _stop_signals_interrupt():
+        _serve_until_stopped(engine, config, cycle=cycle, api_key=api_key, key=key, out=out)
+
+
+def _serve_until_stopped(
+    engine: Engine, config: EngineConfig, *, cycle: bool, api_key: str | None, key: str, out: Callable[[str], None]
+) -> None:
     try:
         engine.serve()
         if cycle:
@@ -62,7 +76,44 @@ def serve_local(
     except KeyboardInterrupt:
         out("stopping")
     finally:
-        engine.stop()
+        with _signals_ignored():
+            engine.stop()
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (
+    signal.SIGINT, signal.SIGTERM)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does (only the main thread gets signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS if sig != signal.SIGINT}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While the engine stops, another Ctrl-C or SIGTERM must not abandon it half-way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def local_config(config: EngineConfig, **changes: object) -> EngineConfig:

@@ -13,7 +13,13 @@ OpenAI-compatible server, a local vLLM or a stand-in in the tests.
                                          (the snapshot is in use), or restores keep failing, or the
                                          attempts run out
 
-The API key travels in the Authorization header only: it is kept out of every repr, report and message.
+The API key travels in the Authorization header only: it is kept out of every repr, report and message,
+even when an endpoint echoes it back (every excerpt of a reply is redacted before it is cut short).
+
+Timeouts: a connection must open within CONNECT_TIMEOUT; a reply must start within FIRST_BYTE_TIMEOUT
+(Modal answers any web request within its 150 s limit, with a 303 to wait on when the work takes longer,
+so a silent server is broken, not cold); once an endpoint has answered, a request that stalls for
+WARM_TIMEOUT fails (smoke's later checks; a benchmark's requests may meet a new, cold container).
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ import httpx
 from .errors import FleetError
 
 DEFAULT_TIMEOUT = 900.0  # a cold start without a snapshot can take 7 minutes or more (facts.md)
+CONNECT_TIMEOUT = 10.0
+MODAL_WEB_REQUEST_LIMIT = 150.0  # then Modal answers 303 to a URL that holds the request
+FIRST_BYTE_TIMEOUT = MODAL_WEB_REQUEST_LIMIT + 15.0
+WARM_TIMEOUT = 30.0  # per read, once the endpoint is known to answer
+REDACTED = "[REDACTED]"
 PROMPT = "Say hello to the platform team in one short sentence."
 SMOKE_MAX_TOKENS = 16
 
@@ -55,6 +66,10 @@ class Endpoint:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
 
+    def redact(self, text: str) -> str:
+        """`text` without the key: an endpoint may echo it (in an error body, a completion)."""
+        return text.replace(self.api_key, REDACTED) if self.api_key else text
+
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
@@ -65,8 +80,21 @@ def http_client(timeout: float = DEFAULT_TIMEOUT, connections: int = 8) -> Itera
     """One client per command. Redirects followed: Modal answers a request held longer than its web timeout
     with a redirect to wait on."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    with httpx.Client(timeout=httpx.Timeout(timeout, connect=30.0), limits=limits, follow_redirects=True) as client:
+    # `timeout` bounds writes and the pool; a read waits at most until Modal's own limit has passed.
+    bounds = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT), read=min(timeout, FIRST_BYTE_TIMEOUT))
+    with httpx.Client(timeout=bounds, limits=limits, follow_redirects=True) as client:
         yield client
+
+
+def warm_timeout(client: httpx.Client) -> httpx.Timeout:
+    """The client's timeouts with reads cut to WARM_TIMEOUT: for requests after the endpoint has answered."""
+    t = client.timeout
+    return httpx.Timeout(connect=t.connect, read=min(t.read or WARM_TIMEOUT, WARM_TIMEOUT), write=t.write, pool=t.pool)
+
+
+def _excerpt(text: str, endpoint: Endpoint, limit: int) -> str:
+    """Redacted first, then cut: a key echoed near the limit must not show even in part."""
+    return " ".join(endpoint.redact(text).split())[:limit]
 
 
 def _chat_body(endpoint: Endpoint, max_tokens: int, *, stream: bool, prompt: str = PROMPT) -> dict[str, Any]:
@@ -82,18 +110,18 @@ def _chat_body(endpoint: Endpoint, max_tokens: int, *, stream: bool, prompt: str
     return body
 
 
-def _status_error(response: httpx.Response) -> str:
-    """`HTTP 503: <start of the body>` (bodies of OpenAI-compatible servers never echo the key)."""
+def _status_error(response: httpx.Response, endpoint: Endpoint) -> str:
+    """`HTTP 503: <start of the body>`, the key redacted (a server may echo it)."""
     try:
         text = response.text
     except httpx.ResponseNotRead:
         text = ""
-    text = " ".join(text.split())
-    return f"HTTP {response.status_code}" + (f": {text[:120]}" if text else "")
+    text = _excerpt(text, endpoint, 120)
+    return f"HTTP {response.status_code}" + (f": {text}" if text else "")
 
 
-def _transport_error(exc: httpx.HTTPError) -> str:
-    text = str(exc).strip().splitlines()
+def _transport_error(exc: httpx.HTTPError, endpoint: Endpoint) -> str:
+    text = endpoint.redact(str(exc)).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
 
 
@@ -131,7 +159,8 @@ class Timing:
         }
 
 
-def timed_chat(client: httpx.Client, endpoint: Endpoint, *, max_tokens: int, prompt: str = PROMPT) -> Timing:
+def timed_chat(client: httpx.Client, endpoint: Endpoint, *, max_tokens: int, prompt: str = PROMPT,
+               timeout: httpx.Timeout | None = None) -> Timing:
     """Stream one chat completion and time it. Errors come back in the Timing, never raised."""
     started = time.monotonic()
     first: float | None = None
@@ -139,10 +168,11 @@ def timed_chat(client: httpx.Client, endpoint: Endpoint, *, max_tokens: int, pro
     usage_tokens: int | None = None
     try:
         body = _chat_body(endpoint, max_tokens, stream=True, prompt=prompt)
-        with client.stream("POST", endpoint.url("/chat/completions"), json=body, headers=endpoint.headers) as response:
+        with client.stream("POST", endpoint.url("/chat/completions"), json=body, headers=endpoint.headers,
+                           timeout=timeout or client.timeout) as response:
             if response.status_code != 200:
                 response.read()
-                return Timing(time.monotonic() - started, error=_status_error(response))
+                return Timing(time.monotonic() - started, error=_status_error(response, endpoint))
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -151,7 +181,7 @@ def timed_chat(client: httpx.Client, endpoint: Endpoint, *, max_tokens: int, pro
                     break
                 chunk = json.loads(data)
                 if chunk.get("error"):
-                    return Timing(time.monotonic() - started, first, chunks, error=f"stream error: {chunk['error']}")
+                    return Timing(time.monotonic() - started, first, chunks, error=f"stream error: {_excerpt(str(chunk['error']), endpoint, 200)}")
                 for choice in chunk.get("choices") or []:
                     if _generated_text(choice.get("delta") or {}):
                         chunks += 1
@@ -160,7 +190,7 @@ def timed_chat(client: httpx.Client, endpoint: Endpoint, *, max_tokens: int, pro
                 if chunk.get("usage"):
                     usage_tokens = chunk["usage"].get("completion_tokens")
     except httpx.HTTPError as exc:
-        return Timing(time.monotonic() - started, first, chunks, error=_transport_error(exc))
+        return Timing(time.monotonic() - started, first, chunks, error=_transport_error(exc, endpoint))
     except json.JSONDecodeError as exc:
         return Timing(time.monotonic() - started, first, chunks, error=f"not an OpenAI stream: {exc}")
     total = time.monotonic() - started
@@ -207,60 +237,62 @@ def smoke(endpoint: Endpoint, client: httpx.Client, progress: Progress | None = 
     """Three checks, in this order (the first one pays for a cold start). An endpoint that cannot be reached
     at all fails the first check and skips the others, instead of waiting out three timeouts."""
     checks: list[Check] = []
+    timeout = client.timeout  # the first check may pay for a cold start; the others find it warm
     for name, run in (("models", _check_models), ("chat", _check_chat), ("auth", _check_auth)):
         started = time.monotonic()
         try:
-            ok, detail = run(client, endpoint)
+            ok, detail = run(client, endpoint, timeout)
+            timeout = warm_timeout(client)
         except httpx.HTTPError as exc:
-            checks.append(Check(name, False, time.monotonic() - started, _transport_error(exc)))
+            checks.append(Check(name, False, time.monotonic() - started, _transport_error(exc, endpoint)))
             for skipped in ("models", "chat", "auth")[len(checks) :]:
                 checks.append(Check(skipped, False, 0.0, "skipped: the endpoint did not answer"))
             break
-        checks.append(Check(name, ok, time.monotonic() - started, detail))
+        checks.append(Check(name, ok, time.monotonic() - started, endpoint.redact(detail)))
         if progress:
             progress(f"{name}: {'ok' if ok else 'FAILED'} in {checks[-1].seconds:.2f}s")
     return SmokeReport(endpoint, tuple(checks))
 
 
-def _check_models(client: httpx.Client, endpoint: Endpoint) -> tuple[bool, str]:
-    response = client.get(endpoint.url("/models"), headers=endpoint.headers)
+def _check_models(client: httpx.Client, endpoint: Endpoint, timeout: httpx.Timeout) -> tuple[bool, str]:
+    response = client.get(endpoint.url("/models"), headers=endpoint.headers, timeout=timeout)
     if response.status_code != 200:
-        return False, _status_error(response)
+        return False, _status_error(response, endpoint)
     try:
         served = [entry["id"] for entry in response.json()["data"]]
     except (ValueError, KeyError, TypeError):
-        return False, f"not an OpenAI model list: {' '.join(response.text.split())[:80]}"
+        return False, f"not an OpenAI model list: {_excerpt(response.text, endpoint, 80)}"
     if endpoint.model in served:
         return True, f"serves {endpoint.model}"
-    return False, f"serves {', '.join(served) or 'nothing'}, not {endpoint.model}"
+    return False, _excerpt(f"serves {', '.join(map(str, served)) or 'nothing'}, not {endpoint.model}", endpoint, 200)
 
 
-def _check_chat(client: httpx.Client, endpoint: Endpoint) -> tuple[bool, str]:
+def _check_chat(client: httpx.Client, endpoint: Endpoint, timeout: httpx.Timeout) -> tuple[bool, str]:
     response = client.post(
         endpoint.url("/chat/completions"), json=_chat_body(endpoint, SMOKE_MAX_TOKENS, stream=False),
-        headers=endpoint.headers,
+        headers=endpoint.headers, timeout=timeout,
     )
     if response.status_code != 200:
-        return False, _status_error(response)
+        return False, _status_error(response, endpoint)
     try:
         reply = response.json()
         text = _generated_text(reply["choices"][0]["message"])
     except (ValueError, KeyError, IndexError, TypeError):
-        return False, f"not an OpenAI chat completion: {' '.join(response.text.split())[:80]}"
+        return False, f"not an OpenAI chat completion: {_excerpt(response.text, endpoint, 80)}"
     tokens = (reply.get("usage") or {}).get("completion_tokens")
     if not text:
         return False, "the completion has no content"
-    shown = json.dumps(text[:40], ensure_ascii=False)  # escaped: a random test model answers in whitespace
+    shown = json.dumps(endpoint.redact(text)[:40], ensure_ascii=False)  # escaped: a random test model answers in whitespace
     return True, f"{tokens} token(s): {shown}" if tokens is not None else shown
 
 
-def _check_auth(client: httpx.Client, endpoint: Endpoint) -> tuple[bool, str]:
-    response = client.get(endpoint.url("/models"))
+def _check_auth(client: httpx.Client, endpoint: Endpoint, timeout: httpx.Timeout) -> tuple[bool, str]:
+    response = client.get(endpoint.url("/models"), timeout=timeout)
     if response.status_code == 401:
         return True, "refused without a key (401)"
     if response.status_code == 200:
         return False, "answered 200 without a key: the endpoint is open to anyone"
-    return False, f"expected 401 without a key, got {_status_error(response)}"
+    return False, f"expected 401 without a key, got {_status_error(response, endpoint)}"
 
 
 # --- bench -----------------------------------------------------------------------------------------------
@@ -368,6 +400,7 @@ def bench(
                 if issued >= requests or time.monotonic() >= deadline:
                     return
                 issued += 1
+            # Not the warm timeout: under load Modal may route a request to a new container, a cold start.
             timing = timed_chat(client, endpoint, max_tokens=max_tokens)
             with lock:
                 results.append(timing)

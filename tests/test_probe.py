@@ -495,3 +495,92 @@ def test_smoke_and_bench_of_a_model_not_deployed(fake_modal, catalog: Path) -> N
     bench = fleet("bench", "alpha")
     assert bench.exit_code == 1 and bench.stderr == "error: alpha: not deployed (run `fleet deploy`)\n"
     assert fleet("smoke").exit_code == 2  # names or --all
+
+
+# --- hostile and silent endpoints --------------------------------------------------------------------------
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Echoes the caller's Authorization header everywhere a reply can carry text."""
+
+    mode = "error"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _json(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        echo = self.headers.get("Authorization", "")
+        if self.mode == "error":
+            return self._json(403, {"error": f"{'x' * 100} bad token {echo}"})  # the key straddles the cut
+        self._json(200, {"data": [{"id": f"tiny {echo}"}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        echo = self.headers.get("Authorization", "")
+        if self.mode == "error":
+            return self._json(500, {"error": f"upstream said: {echo}"})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(f"data: {json.dumps({'error': {'message': echo}})}\n\n".encode())
+
+
+@pytest.mark.parametrize("mode", ["error", "content"])
+def test_smoke_and_bench_never_print_a_key_the_endpoint_echoes(mode: str) -> None:
+    handler = type("Echo", (_Echo,), {"mode": mode})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        outputs = []
+        for command in (["smoke", "--url", url, "--model", "tiny"], ["smoke", "--url", url, "--model", "tiny", "--json"],
+                        ["bench", "tiny", "--url", url, "--requests", "2"],
+                        ["bench", "tiny", "--url", url, "--requests", "2", "--json"]):
+            result = fleet(*command)
+            assert result.exit_code == 1
+            outputs.append(result.stdout + result.stderr)
+        text = "\n".join(outputs)
+        assert "[REDACTED]" in text
+        assert KEY not in text and KEY[:8] not in text.replace("Bearer [REDACTED]", "")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_that_accepts_and_never_answers_fails_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modal answers every web request within its 150 s limit: a silent server is broken, not cold."""
+    import socket
+
+    assert probe.FIRST_BYTE_TIMEOUT <= 180 and probe.CONNECT_TIMEOUT <= 10
+    monkeypatch.setattr(probe, "FIRST_BYTE_TIMEOUT", 1.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # the kernel accepts; nobody ever reads or answers
+    try:
+        started = time.monotonic()
+        result = fleet("smoke", "--url", f"http://127.0.0.1:{listener.getsockname()[1]}/v1", "--model", "tiny",
+                       "--json", "--timeout", "900")
+        assert result.exit_code == 1 and time.monotonic() - started < 6
+        checks = json.loads(result.stdout)[0]["checks"]
+        assert checks[0]["detail"].startswith("ReadTimeout")
+    finally:
+        listener.close()
+
+
+def test_smoke_checks_after_the_first_answer_fail_after_the_warm_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe, "WARM_TIMEOUT", 1.0)
+    with StandIn(warm_delay=30.0) as server:  # /models answers at once; the chat then stalls
+        server._running = True
+        started = time.monotonic()
+        result = fleet("smoke", "--url", server.base_url, "--model", "tiny", "--json")
+        assert time.monotonic() - started < 10
+    checks = json.loads(result.stdout)[0]["checks"]
+    assert checks[0]["ok"] and checks[1]["detail"].startswith("ReadTimeout")

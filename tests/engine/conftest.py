@@ -44,7 +44,10 @@ def served(tiny_model: Path) -> Iterator[tuple[Engine, Lines]]:
     """One engine through the whole container path: before_snapshot (start, warm up, sleep), after_restore
     (wake). Two API keys, so they travel through the 0600 config file."""
     lines = Lines()
-    engine = Engine(engine_config(str(tiny_model)), api_keys=list(KEYS), log=lines)
+    # A catalog flag with a dotted name: given its value, it comes after every flag of fleet's and takes
+    # nothing from them (the guard is proved at start and after the wake).
+    config = engine_config(str(tiny_model), extra_args=("--additional-config.note", "fleet"))
+    engine = Engine(config, api_keys=list(KEYS), log=lines)
     try:
         engine.before_snapshot()
         engine.after_restore()

@@ -93,7 +93,8 @@ def test_no_key_in_logs_or_command_lines(served: tuple[Engine, Lines]) -> None:
         assert key not in " ".join(engine.command())
         for proc in process_tree(engine):
             assert key not in " ".join(proc.cmdline())
-    assert not os.path.exists(engine.command()[-1])  # the keys file is gone once the engine is up
+    argv = engine.command()
+    assert not os.path.exists(argv[argv.index("--config") + 1])  # the keys file is gone once the engine is up
 
 
 def test_nonexistent_model_fails_fast_with_log_lines(tmp_path: Path) -> None:
@@ -106,6 +107,7 @@ def test_nonexistent_model_fails_fast_with_log_lines(tmp_path: Path) -> None:
     assert elapsed < 30.0
     message = str(info.value)
     assert "exited with code" in message and "no-such-model" in message
+    assert "\nroot cause: " in message
     assert "last " in message and "log lines" in message
     assert KEYS[0] not in message
     assert not engine.running
@@ -122,3 +124,45 @@ def test_wake_of_a_dead_engine_raises_and_cleans_up(tiny_model: Path, monkeypatc
         engine.after_restore()
     gone, alive = psutil.wait_procs(procs, timeout=1)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_the_engine_is_started_as_the_vllm_console_script_is() -> None:
+    """`vllm serve` runs the function named by the `vllm` console script: if a vLLM release moves it, this fails."""
+    from importlib import metadata
+
+    from fleet import runtime
+
+    scripts = [ep for ep in metadata.entry_points(group="console_scripts") if ep.name == "vllm"]
+    assert [ep.value for ep in scripts] == [f"{runtime.ENGINE_CLI}:main"]
+    assert runtime.ENGINE_SUBCOMMAND == "serve"
+
+
+def test_a_dangling_catalog_flag_fails_the_start_with_its_cause(tiny_model: Path) -> None:
+    """The catalog's flags come last: a flag missing its value can only fail the start, never swallow the
+    guard's --middleware (as a trailing --additional-config.note once did)."""
+    lines = Lines()
+    engine = Engine(engine_config(str(tiny_model), extra_args=("--max-num-seqs",)), api_keys=[KEYS[0]], log=lines)
+    with pytest.raises(EngineError) as info:
+        engine.serve()
+    message = str(info.value)
+    assert message.splitlines()[1].startswith("root cause: ")
+    assert "argument --max-num-seqs: expected one argument" in message.splitlines()[1]
+    assert not engine.running
+    assert not any("Application startup complete" in line for line in lines)  # never served
+
+
+class _WithoutGuard(Engine):
+    """An engine whose --middleware went missing, however that happened."""
+
+    def command(self) -> list[str]:
+        return [arg for arg in super().command() if not arg.startswith("--middleware")]
+
+
+def test_an_engine_that_lost_its_guard_is_stopped_before_anyone_is_served(tiny_model: Path) -> None:
+    engine = _WithoutGuard(engine_config(str(tiny_model)), api_keys=[KEYS[0]], log=Lines())
+    with pytest.raises(EngineError, match=r"the endpoint guard is not in place while starting: GET /metrics "
+                                          r"without the control token answered 200"):
+        engine.serve()
+    assert not engine.running
+    with pytest.raises(httpx.TransportError):
+        httpx.get(engine.config.base_url + "/health", timeout=2)

@@ -78,3 +78,29 @@ def test_serve_local_answers_then_stops_on_ctrl_c(tiny_model: Path, tmp_path: Pa
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
+def test_serve_local_leaves_nothing_behind_on_signal(sig: signal.Signals, tiny_model: Path, tmp_path: Path) -> None:
+    """SIGTERM and SIGHUP stop like Ctrl-C; SIGKILL gives the CLI no say, so the engine's watchdog must."""
+    import psutil
+
+    port = free_port()
+    command = [FLEET, "serve", "tiny", "--local", "--eager", "--port", str(port),
+               "--model-path", str(tiny_model), "--catalog", str(local_catalog(tmp_path / "catalog"))]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        read_until(process, r"press Ctrl-C to stop", time.monotonic() + 240)
+        engine = [p for p in process_tree_of_pid(process.pid)][1:]
+        assert engine, "the engine should run as children of the CLI"
+        process.send_signal(sig)
+        assert process.wait(timeout=60) == (-9 if sig == signal.SIGKILL else 0)
+        gone, alive = psutil.wait_procs(engine, timeout=20)
+        alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+        assert alive == [], f"processes left after {sig.name}: {alive}"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
