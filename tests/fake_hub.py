@@ -356,3 +356,161 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and payload:
             self.wfile.write(payload)
+
+
+# --- repositories shaped like real ones ------------------------------------------------------------------
+# File names and sizes follow the public repositories of the shipped catalog as of 2026 (sizes approximate,
+# from their hub pages; Qwen3.6-27B-FP8 is modelled on its Qwen3.5 siblings). A test or benchmark scales the
+# weight files down (`scale`) so they can really be downloaded; JSON files stay real and full size.
+
+GB = 10**9
+MB = 10**6
+
+
+def _shards(count: int, total: int, stem: str = "model", suffix: str = "safetensors") -> dict[str, int]:
+    each = total // count
+    return {f"{stem}-{i:05d}-of-{count:05d}.{suffix}": each if i < count else total - each * (count - 1) for i in range(1, count + 1)}
+
+
+def _index(shards: dict[str, int | bytes], tensors_per_shard: int = 3) -> bytes:
+    weight_map = {}
+    for n, shard in enumerate(sorted(shards)):
+        for t in range(tensors_per_shard):
+            weight_map[f"model.layers.{n * tensors_per_shard + t}.weight"] = shard
+    total = sum(v if isinstance(v, int) else len(v) for v in shards.values())
+    return json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2).encode()
+
+
+def _config(**values: Any) -> bytes:
+    return json.dumps(values, indent=2).encode()
+
+
+def _text_files(extra: dict[str, int] | None = None) -> dict[str, bytes | int]:
+    files: dict[str, bytes | int] = {
+        "generation_config.json": _config(do_sample=True, temperature=0.7),
+        "tokenizer.json": 11_422_654,
+        "tokenizer_config.json": _config(model_max_length=131072, chat_template="{{ messages }}"),
+        "README.md": b"# model card\n" * 800,
+        "LICENSE": b"Apache License 2.0\n" * 600,
+        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n" * 30,
+    }
+    files.update(extra or {})
+    return files
+
+
+def real_shapes() -> dict[str, tuple[dict[str, bytes | int], bool]]:
+    """repo id -> (files, gated): the shipped catalog's repositories, plus an older one with both formats."""
+    shapes: dict[str, tuple[dict[str, bytes | int], bool]] = {}
+
+    shards = _shards(4, 16_060_556_376)
+    shapes["meta-llama/Llama-3.1-8B-Instruct"] = (
+        {
+            **_text_files({"special_tokens_map.json": 296, "USE_POLICY.md": 4691}),
+            "config.json": _config(
+                architectures=["LlamaForCausalLM"], hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=8, max_position_embeddings=131072, torch_dtype="bfloat16", vocab_size=128256,
+            ),
+            **shards,
+            "model.safetensors.index.json": _index(shards),
+            "original/consolidated.00.pth": 16_060_617_592,
+            "original/params.json": _config(dim=4096, n_layers=32),
+            "original/tokenizer.model": 2_183_982,
+        },
+        True,
+    )
+
+    shards = _shards(10, 48_022_794_624)
+    shapes["mistralai/Mistral-Small-3.2-24B-Instruct-2506"] = (
+        {
+            **_text_files({"SYSTEM_PROMPT.txt": 2_453, "tekken.json": 14_801_330}),
+            "config.json": _config(
+                architectures=["Mistral3ForConditionalGeneration"], torch_dtype="bfloat16",
+                text_config={"hidden_size": 5120, "num_hidden_layers": 40, "num_attention_heads": 32,
+                             "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 131072},
+                vision_config={"hidden_size": 1024, "image_size": 1540},
+            ),
+            "params.json": _config(dim=5120, n_layers=40, vision_encoder={"image_size": 1540}),
+            "consolidated.safetensors": 48_022_792_280,
+            **shards,
+            "model.safetensors.index.json": _index(shards),
+            "preprocessor_config.json": _config(image_processor_type="PixtralImageProcessor"),
+            "processor_config.json": _config(processor_class="PixtralProcessor"),
+        },
+        False,
+    )
+
+    shards = _shards(24, 236_441_378_816)
+    shapes["Qwen/Qwen3-235B-A22B-Instruct-2507-FP8"] = (
+        {
+            **_text_files({"merges.txt": 1_671_853, "vocab.json": 2_776_833}),
+            "config.json": _config(
+                architectures=["Qwen3MoeForCausalLM"], hidden_size=4096, num_hidden_layers=94, num_attention_heads=64,
+                num_key_value_heads=4, head_dim=128, max_position_embeddings=262144, torch_dtype="bfloat16",
+                quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128]},
+            ),
+            **shards,
+            "model.safetensors.index.json": _index(shards),
+        },
+        False,
+    )
+
+    shards = _shards(3, 8_044_981_760)
+    shapes["Qwen/Qwen3-4B-Instruct-2507"] = (
+        {
+            **_text_files({"merges.txt": 1_671_853, "vocab.json": 2_776_833}),
+            "config.json": _config(
+                architectures=["Qwen3ForCausalLM"], hidden_size=2560, num_hidden_layers=36, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, torch_dtype="bfloat16",
+            ),
+            **shards,
+            "model.safetensors.index.json": _index(shards),
+        },
+        False,
+    )
+
+    shards = _shards(8, 30_912_000_000)
+    shapes["Qwen/Qwen3.6-27B-FP8"] = (
+        {
+            **_text_files({"merges.txt": 1_671_853, "vocab.json": 2_776_833, "chat_template.jinja": 7_742}),
+            "config.json": _config(
+                architectures=["Qwen3_5ForConditionalGeneration"],
+                text_config={"hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 24,
+                             "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 262144},
+                vision_config={"depth": 27, "hidden_size": 1152},
+                torch_dtype="bfloat16",
+                quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128]},
+            ),
+            **shards,
+            "model.safetensors.index.json": _index(shards),
+            "preprocessor_config.json": _config(image_processor_type="Qwen2VLImageProcessorFast"),
+            "video_preprocessor_config.json": _config(video_processor_type="Qwen3VLVideoProcessor"),
+        },
+        False,
+    )
+
+    # An older repository that ships both formats (and both indexes), like many 2023-2024 models.
+    safetensors, pytorch = _shards(3, 14_483_464_192), _shards(3, 14_483_498_524, "pytorch_model", "bin")
+    shapes["mistralai/Mistral-7B-Instruct-v0.2"] = (
+        {
+            **_text_files({"special_tokens_map.json": 414, "tokenizer.model": 493_443}),
+            "config.json": _config(
+                architectures=["MistralForCausalLM"], hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=8, max_position_embeddings=32768, torch_dtype="bfloat16",
+            ),
+            **safetensors,
+            "model.safetensors.index.json": _index(safetensors),
+            **pytorch,
+            "pytorch_model.bin.index.json": _index(pytorch),
+        },
+        False,
+    )
+    return shapes
+
+
+def add_real_shapes(hub: FakeHub, scale: int = 1) -> dict[str, str]:
+    """Add `real_shapes()` to `hub`, generated files `scale` times smaller; repo id -> commit."""
+    commits = {}
+    for repo_id, (files, gated) in real_shapes().items():
+        scaled = {p: max(1, c // scale) if isinstance(c, int) else c for p, c in files.items()}
+        commits[repo_id] = hub.add_repo(repo_id, scaled, gated=gated)
+    return commits

@@ -1,0 +1,92 @@
+"""`fleet lock` and `fleet new`: the commands that ask the Hugging Face hub (no Modal account needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .common import CATALOG_OPTION, JSON_OPTION, echo_table, finish, selection, with_names
+
+
+@click.command("lock")
+@with_names
+@click.option("--upgrade", is_flag=True, help="Move branch revisions (main) to their newest commit.")
+@click.option("--parallel", default=16, show_default=True, type=click.IntRange(1, 64), help="Hub requests at once.")
+@CATALOG_OPTION
+@JSON_OPTION
+def lock(
+    names: tuple[str, ...], all_models: bool, upgrade: bool, parallel: int, catalog_dir: Path, as_json: bool
+) -> None:
+    """Pin every model (or the NAMES given) to a commit and the exact files vLLM loads: catalog/fleet.lock.
+
+    Asks the Hugging Face hub (HF_ENDPOINT and HF_TOKEN as you set them) only for models that are new or
+    whose id, revision or load format changed; --upgrade asks for every named model again. One model that
+    fails (gated without a token, not found, hub unreachable) is reported and the others still lock.
+
+    \b
+    Example:
+      fleet lock                     # the whole catalog
+      fleet lock qwen3-4b --upgrade  # move qwen3-4b's `main` to its newest commit
+    """
+    from ..catalog import check_catalog, select
+    from ..errors import CatalogInvalid, display_path
+    from ..hub import Hub
+    from ..lock import lock_catalog
+
+    result = check_catalog(catalog_dir)
+    if result.errors or result.catalog is None:
+        raise CatalogInvalid(result.problems)
+    catalog = result.catalog
+    selected = select(catalog, selection(names, all_models, required=False))
+    report = lock_catalog(catalog, selected, Hub(), upgrade=upgrade, prune=not names, workers=parallel)
+    if report.note:
+        click.echo(f"warning: {report.note}", err=True)
+    if as_json:
+        rows = [
+            {
+                "name": o.name,
+                "action": o.action,
+                "commit": o.entry.commit if o.entry else None,
+                "previous_commit": o.previous.commit if o.previous else None,
+                "files": len(o.entry.files) if o.entry else None,
+                "total_bytes": o.entry.total_bytes if o.entry else None,
+                "error": o.error,
+            }
+            for o in report.outcomes
+        ]
+        click.echo(json.dumps({"lock": display_path(report.path), "written": report.written, "models": rows}, indent=2))
+    else:
+        table = [
+            [
+                o.name,
+                o.action,
+                _commit_change(o),
+                str(len(o.entry.files)) if o.entry else "-",
+                _gigabytes(o.entry.total_bytes) if o.entry else "-",
+            ]
+            for o in report.outcomes
+        ]
+        echo_table(["NAME", "ACTION", "COMMIT", "FILES", "SIZE"], table)
+        counts = {a: sum(o.action == a for o in report.outcomes) for a in ("locked", "updated", "unchanged", "removed", "failed")}
+        summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
+        state = "written" if report.written else "unchanged"
+        click.echo(f"{display_path(report.path)} {state}: {summary or 'nothing to lock'}")
+    finish([(o.name, o.error or "failed") for o in report.failed])
+
+
+def _commit_change(outcome: object) -> str:
+    entry, previous = getattr(outcome, "entry"), getattr(outcome, "previous")
+    if entry is None:
+        return previous.commit[:12] if previous else "-"
+    if previous is not None and previous.commit != entry.commit:
+        return f"{previous.commit[:12]} -> {entry.commit[:12]}"
+    return entry.commit[:12]
+
+
+def _gigabytes(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
+
+
+COMMANDS = [lock]
