@@ -511,6 +511,10 @@ def add_real_shapes(hub: FakeHub, scale: int = 1) -> dict[str, str]:
     """Add `real_shapes()` to `hub`, generated files `scale` times smaller; repo id -> commit."""
     commits = {}
     for repo_id, (files, gated) in real_shapes().items():
-        scaled = {p: max(1, c // scale) if isinstance(c, int) else c for p, c in files.items()}
-        commits[repo_id] = hub.add_repo(repo_id, scaled, gated=gated)
+        commits[repo_id] = hub.add_repo(repo_id, scaled(files, scale), gated=gated)
     return commits
+
+
+def scaled(files: dict[str, bytes | int], scale: int) -> dict[str, bytes | int]:
+    """Generated files `scale` times smaller (at least one byte); real ones as they are."""
+    return {p: max(1, c // scale) if isinstance(c, int) else c for p, c in files.items()}

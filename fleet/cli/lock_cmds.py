@@ -86,7 +86,10 @@ def _commit_change(outcome: object) -> str:
 
 
 def _gigabytes(count: int) -> str:
-    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size / 10:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
 
 
 COMMANDS = [lock]
