@@ -92,4 +92,65 @@ def _gigabytes(count: int) -> str:
     return f"{count} B"
 
 
-COMMANDS = [lock]
+@click.command("new")
+@click.argument("hf_id")
+@click.option("--gpu", "gpu_type", default=None, help="Only this GPU type (the cheapest count of it that fits).")
+@click.option("--name", default=None, help="Model name and file stem (default: from the repo name).")
+@click.option("--max-model-len", type=click.IntRange(1), default=None, help="Context length to size the KV cache for.")
+@click.option("--dry-run", is_flag=True, help="Show the entry and the reasoning; write nothing.")
+@CATALOG_OPTION
+@JSON_OPTION
+def new(
+    hf_id: str,
+    gpu_type: str | None,
+    name: str | None,
+    max_model_len: int | None,
+    dry_run: bool,
+    catalog_dir: Path,
+    as_json: bool,
+) -> None:
+    """Write catalog/NAME.yaml for a Hugging Face model, on the cheapest GPU that holds it, and lock it.
+
+    Reads config.json and the file sizes from the hub; sizes the GPU for the weights plus a KV cache for the
+    context (the model's, capped at 32768 unless --max-model-len) at memory utilization 0.85, with prices from
+    fleet/prices.py; says why, and what the next cheaper option lacked.
+
+    \b
+    Example:
+      fleet new Qwen/Qwen3-8B
+      fleet new meta-llama/Llama-3.1-8B-Instruct --gpu L40S --name llama-8b
+    """
+    from ..catalog import load_catalog
+    from ..errors import display_path
+    from ..hub import Hub
+    from ..newmodel import propose, write_proposal
+
+    prefix = load_catalog(catalog_dir).settings.prefix  # the new entry must fit beside the others
+    proposal = propose(Hub(), hf_id, prefix=prefix, name=name, gpu=gpu_type, max_model_len=max_model_len)
+    path = None if dry_run else write_proposal(catalog_dir, proposal)
+    if as_json:
+        choice = proposal.choice
+        report = {
+            "name": proposal.name,
+            "file": display_path(path) if path else None,
+            "entry": proposal.entry(),
+            "commit": proposal.lock_entry.commit,
+            "weight_bytes": proposal.facts.weight_bytes,
+            "kv_bytes": proposal.facts.kv_bytes(proposal.context),
+            "needed_bytes": choice.needed_bytes,
+            "gpu": {"type": choice.gpu_type, "count": choice.count, "usd_per_hour": choice.usd_per_hour},
+            "next_cheaper": proposal.cheaper.label if proposal.cheaper else None,
+            "next_cheaper_lacks": proposal.cheaper.lacks() if proposal.cheaper else None,
+            "explanation": proposal.explanation(),
+        }
+        click.echo(json.dumps(report, indent=2))
+        return
+    for line in proposal.explanation():
+        click.echo(line)
+    if path is None:
+        click.echo(proposal.yaml_text(), nl=False)
+    else:
+        click.echo(f"wrote {display_path(path)} and locked it at {proposal.lock_entry.commit[:12]}")
+
+
+COMMANDS = [lock, new]
