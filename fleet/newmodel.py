@@ -286,6 +286,26 @@ def choose(options: list[GpuOption]) -> tuple[GpuOption, GpuOption | None, GpuOp
 # --- the command's stage function ---------------------------------------------------------------------------
 
 
+def fleet_prefix(catalog_dir: Path) -> str:
+    """The app-name prefix of the catalog's _fleet.yaml (its default when the file or key is absent); the
+    catalog may be empty: `fleet new` writes its first model."""
+    from .catalog import SETTINGS_FILE, schema
+    from .yamlfile import YamlError, read_yaml
+
+    if not catalog_dir.is_dir():
+        raise FleetError(f"catalog directory '{catalog_dir}' not found (set --catalog or FLEET_CATALOG)")
+    default: str = schema("fleet")["properties"]["prefix"]["default"]
+    path = catalog_dir / SETTINGS_FILE
+    if not path.exists():
+        return default
+    try:
+        data = read_yaml(path).data
+    except (OSError, YamlError) as exc:
+        raise FleetError(f"{display_path(path)}: cannot read it ({exc}): run `fleet validate`") from None
+    prefix = data.get("prefix", default) if isinstance(data, dict) else default
+    return prefix if isinstance(prefix, str) else default
+
+
 def max_name_length(prefix: str) -> int:
     """The URL label is `<prefix>-<name>`, at most MAX_LABEL_LENGTH characters (fleet/catalog.py)."""
     from .catalog import MAX_LABEL_LENGTH

@@ -434,3 +434,114 @@ def test_hub_files_at_reads_commit_and_sizes(hub: FakeHub) -> None:
     repo = Hub().files_at("Qwen/Qwen3-4B-Instruct-2507", "main")
     assert repo.commit == hub.commits["Qwen/Qwen3-4B-Instruct-2507"]
     assert repo.sizes["model-00003-of-00003.safetensors"] == (8_044_981_760 - 2 * (8_044_981_760 // 3)) // SCALE
+
+
+# --- fleet new ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return write_catalog(tmp_path / "catalog", {}, settings=(REPO / "catalog" / "_fleet.yaml").read_text())
+
+
+def test_new_writes_an_entry_that_validates_and_is_locked(hub: FakeHub, empty_catalog: Path) -> None:
+    result = run("new", "Qwen/Qwen3-4B-Instruct-2507", catalog=empty_catalog)
+    assert result.exit_code == 0, result.output + result.stderr
+    commit = hub.commits["Qwen/Qwen3-4B-Instruct-2507"]
+    weights = sum(v for k, v in scaled(real_shapes()["Qwen/Qwen3-4B-Instruct-2507"][0], SCALE).items()
+                  if k.endswith(".safetensors"))
+    assert result.output.splitlines()[1:] == [
+        "chose L4 x1 ($0.80/h): 24 GB x 1 x 0.85 = 20.4 GB usable >= 6.8 GB needed",
+        "next cheaper: T4 x1 ($0.59/h): no bf16 support (compute capability 7.5 < 8.0)",
+        f"wrote catalog/qwen3-4b-instruct-2507.yaml and locked it at {commit[:12]}",
+    ]
+    assert result.output.splitlines()[0].startswith(f"Qwen/Qwen3-4B-Instruct-2507 at {commit[:12]}: 0.0 GB of weights (bf16)")
+    text = (empty_catalog / "qwen3-4b-instruct-2507.yaml").read_text()
+    assert text.startswith("# yaml-language-server: $schema=../fleet/schema/model.schema.json\n")
+    entry = yaml.safe_load(text)
+    assert entry["model"] == {"id": "Qwen/Qwen3-4B-Instruct-2507", "revision": "main", "max_model_len": 32768,
+                              "dtype": "bf16", "weights_gb": 0.01}
+    assert entry["gpu"] == {"type": "L4", "count": 1} and "snapshot" not in entry
+    lock = read_lock(empty_catalog / "fleet.lock")
+    assert lock.entries["qwen3-4b-instruct-2507"].commit == commit
+    assert lock.entries["qwen3-4b-instruct-2507"].weight_bytes == weights
+    checked = run("validate", "--strict", catalog=empty_catalog)
+    assert checked.exit_code == 0 and "0 error(s), 0 warning(s)" in checked.output, checked.stderr
+
+
+@pytest.fixture
+def full_size_hub(hub: FakeHub) -> FakeHub:
+    """The same repositories at their real sizes (sizing needs real bytes; nothing is downloaded)."""
+    for repo_id, (files, gated) in real_shapes().items():
+        hub.commits[repo_id] = hub.add_repo(repo_id, files, gated=gated)
+    return hub
+
+
+def test_new_sizes_with_real_bytes_and_says_what_cheaper_lacked(full_size_hub: FakeHub, empty_catalog: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN_WITH_ACCESS)
+    result = run("new", "meta-llama/Llama-3.1-8B-Instruct", "--name", "llama-8b", catalog=empty_catalog)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.output.splitlines()[:5] == [
+        f"meta-llama/Llama-3.1-8B-Instruct at {full_size_hub.commits['meta-llama/Llama-3.1-8B-Instruct'][:12]}: "
+        "16.1 GB of weights (bf16) + 4.3 GB KV cache for 32768 tokens (32 layers x 8 KV heads x 128 x K,V x 2 bytes)"
+        " + 2 GB per GPU of runtime overhead",
+        "chose L4 x2 ($1.60/h): 24 GB x 2 x 0.85 = 40.8 GB usable >= 24.4 GB needed",
+        "next cheaper: T4 x2 ($1.18/h): no bf16 support (compute capability 7.5 < 8.0)",
+        "next cheaper that runs it: A10 x1 ($1.10/h): 20.4 GB usable, 2.0 GB short",
+        "2 GPUs means no GPU snapshot (snapshot: false); the cheapest single GPU that fits is L40S x1 ($1.95/h)",
+    ]
+    entry = yaml.safe_load((empty_catalog / "llama-8b.yaml").read_text())
+    assert entry["snapshot"] is False and entry["model"]["gated"] is True
+    assert run("validate", "--strict", catalog=empty_catalog).exit_code == 0
+
+
+def test_new_with_a_gpu_type_and_a_multi_modal_fp8_model(full_size_hub: FakeHub, empty_catalog: Path) -> None:
+    result = run("new", "Qwen/Qwen3.6-27B-FP8", "--gpu", "H100", "--max-model-len", "65536", catalog=empty_catalog)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "chose H100 x1 ($3.95/h)" in result.output
+    entry = yaml.safe_load((empty_catalog / "qwen3.6-27b-fp8.yaml").read_text())
+    assert entry["model"]["multi_modal"] is True and entry["model"]["dtype"] == "fp8"
+    assert entry["model"]["max_model_len"] == 65536
+
+
+def test_new_too_big_for_any_gpu_says_so(full_size_hub: FakeHub, empty_catalog: Path) -> None:
+    result = run("new", "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "--gpu", "L4", catalog=empty_catalog)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no GPU type x count holds it: even L4 x8 ($6.40/h) has 163 GB usable")
+    assert list(empty_catalog.glob("*.yaml")) == [empty_catalog / "_fleet.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["Org/x\nname: evil"], "is not a Hugging Face repo id"),
+        (["Org/x: {a: 1}"], "is not a Hugging Face repo id"),
+        (["Qwen/Qwen3-4B-Instruct-2507", "--name", "Evil: {x}\n#"], "is not a model name"),
+        (["Qwen/Qwen3-4B-Instruct-2507", "--name", "a" * 40], "at most 34 characters with the prefix 'fleet'"),
+        (["Qwen/Qwen3-4B-Instruct-2507", "--gpu", "H100; rm"], "is not a GPU type"),
+    ],
+)
+def test_new_refuses_hostile_ids_and_names_before_asking_the_hub(
+    hub: FakeHub, empty_catalog: Path, args: list[str], message: str
+) -> None:
+    result = run("new", *args, catalog=empty_catalog)
+    assert result.exit_code == 1 and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert hub.requests == [] and not (empty_catalog / "fleet.lock").exists()
+
+
+def test_new_refuses_to_overwrite_and_dry_run_writes_nothing(hub: FakeHub, empty_catalog: Path) -> None:
+    dry = run("new", "Qwen/Qwen3-4B-Instruct-2507", "--dry-run", catalog=empty_catalog)
+    assert dry.exit_code == 0 and "name: qwen3-4b-instruct-2507" in dry.output
+    assert not (empty_catalog / "qwen3-4b-instruct-2507.yaml").exists()
+    assert run("new", "Qwen/Qwen3-4B-Instruct-2507", catalog=empty_catalog).exit_code == 0
+    again = run("new", "Qwen/Qwen3-4B-Instruct-2507", catalog=empty_catalog)
+    assert again.exit_code == 1 and "catalog/qwen3-4b-instruct-2507.yaml already exists" in again.stderr
+
+
+def test_new_for_a_gated_model_without_token(hub: FakeHub, empty_catalog: Path) -> None:
+    result = run("new", "meta-llama/Llama-3.1-8B-Instruct", catalog=empty_catalog)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: meta-llama/Llama-3.1-8B-Instruct is gated on the hub: set HF_TOKEN to a token that was granted access"
+    )

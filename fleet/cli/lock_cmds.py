@@ -120,12 +120,11 @@ def new(
       fleet new Qwen/Qwen3-8B
       fleet new meta-llama/Llama-3.1-8B-Instruct --gpu L40S --name llama-8b
     """
-    from ..catalog import load_catalog
     from ..errors import display_path
     from ..hub import Hub
-    from ..newmodel import propose, write_proposal
+    from ..newmodel import fleet_prefix, propose, write_proposal
 
-    prefix = load_catalog(catalog_dir).settings.prefix  # the new entry must fit beside the others
+    prefix = fleet_prefix(catalog_dir)  # the name must leave room for it in the URL label
     proposal = propose(Hub(), hf_id, prefix=prefix, name=name, gpu=gpu_type, max_model_len=max_model_len)
     path = None if dry_run else write_proposal(catalog_dir, proposal)
     if as_json:
