@@ -35,6 +35,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,6 +101,7 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         self.bytes_served: Counter[str] = Counter()
         self.down = False  # True: every request is answered 503 (a hub that is there but failing)
+        self.latency_s = 0.0  # added to every request: a hub across the internet, not on this machine
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -123,7 +125,7 @@ class FakeHub:
 
     def __enter__(self) -> FakeHub:
         handler = type("Handler", (_Handler,), {"hub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -159,6 +161,11 @@ class FakeHub:
         return [p for m, p in self.requests if method is None or m == method]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # a parallel client opens many connections at once; the default backlog is 5
+    daemon_threads = True
+
+
 class _Handler(BaseHTTPRequestHandler):
     hub: FakeHub
     protocol_version = "HTTP/1.1"
@@ -178,6 +185,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path, query = unquote(parts.path), parse_qs(parts.query)
         self.hub.record(self.command, parts.path + (f"?{parts.query}" if parts.query else ""))
+        if self.hub.latency_s:
+            time.sleep(self.hub.latency_s)
         if self.hub.down:
             return self._error(503, "ServiceUnavailable", "the hub is down", body)
         if match := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/(.+))?", path):
