@@ -430,7 +430,7 @@ def lock_problems(directory: Path, specs: Iterable[ModelSpec]) -> list[Problem]:
             key = "model.id" if entry.model_id != spec.model_id else "model.revision"
             if entry.load_format != load_format_of(spec) and entry.revision == spec.revision:
                 key = "vllm.args"
-            message = f"{why} in {shown}: run `fleet lock {spec.name}`; until then it serves '{spec.revision}'"
+            message = f"{shown}: {why}: run `fleet lock {spec.name}`; until then it serves '{spec.revision}'"
             found.append(Problem(spec.file, _line_of(spec.file, key, spec.line), key, message, warning=True))
     for name in sorted(set(lock.entries) - names):
         message = f"'{name}' is locked but not in the catalog: `fleet lock` drops it"

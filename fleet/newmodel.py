@@ -368,14 +368,15 @@ def write_proposal(catalog_dir: Path, proposal: Proposal) -> Path:
         old = read_lock(lock_path(catalog_dir))
     except LockFileInvalid as exc:
         raise FleetError(f"{exc}; then run fleet new again") from None
+    before = set(check_catalog(catalog_dir).errors)
     try:
         path.write_text(proposal.yaml_text(), encoding="utf-8")
     except OSError as exc:
         raise FleetError(f"cannot write {display_path(path)}: {exc.strerror}") from None
-    result = check_catalog(catalog_dir)
-    errors = [p for p in result.errors if p.file == display_path(path)]
-    if errors:
+    # Errors the new file brought, wherever they are reported (a clash of URL labels lands on either file).
+    added = [p for p in check_catalog(catalog_dir).errors if p not in before]
+    if added:
         path.unlink()
-        raise FleetError(f"the entry fleet new wrote does not validate (a bug): {errors[0]}")
+        raise FleetError(f"the new entry does not fit the catalog, nothing written: {added[0]}")
     write_lock(lock_path(catalog_dir), Lock({**old.entries, proposal.name: proposal.lock_entry}))
     return path

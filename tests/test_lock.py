@@ -317,8 +317,8 @@ def test_model_locked_for_another_revision_warns_at_its_line_and_serves_the_cata
     line = (catalog / "qwen3-4b.yaml").read_text().splitlines().index(f"  revision: {PINNED}") + 1
     old = hub.commits["Qwen/Qwen3-4B-Instruct-2507"]
     assert (
-        f"catalog/qwen3-4b.yaml:{line}: model.revision: warning: locked for revision 'main' (commit {old[:12]}), "
-        f"the catalog names '{PINNED}' in catalog/fleet.lock: run `fleet lock qwen3-4b`; until then it serves "
+        f"catalog/qwen3-4b.yaml:{line}: model.revision: warning: catalog/fleet.lock: locked for revision 'main' "
+        f"(commit {old[:12]}), the catalog names '{PINNED}': run `fleet lock qwen3-4b`; until then it serves "
         f"'{PINNED}'"
     ) in result.stderr
     spec = {m.name: m for m in load_catalog(catalog).models}["qwen3-4b"]
@@ -329,7 +329,8 @@ def test_changing_the_load_format_makes_the_entry_stale(hub: FakeHub, catalog: P
     locked_catalog(hub, catalog, monkeypatch)
     set_key(catalog / "mistral-small-24b.yaml", "vllm", "args", ["--load-format", "safetensors"])
     result = run("validate", catalog=catalog)
-    assert "vllm.args: warning: locked for load format 'mistral', vllm.args now ask for 'safetensors'" in result.stderr
+    assert "vllm.args: warning: catalog/fleet.lock: locked for load format 'mistral', vllm.args now ask for " \
+           "'safetensors'" in result.stderr
     assert "1 updated, 4 unchanged" in run("lock", catalog=catalog).output
 
 
@@ -544,3 +545,12 @@ def test_new_for_a_gated_model_without_token(hub: FakeHub, empty_catalog: Path) 
     assert result.stderr.strip() == (
         "error: meta-llama/Llama-3.1-8B-Instruct is gated on the hub: set HF_TOKEN to a token that was granted access"
     )
+
+
+def test_new_refuses_a_name_whose_url_label_clashes(hub: FakeHub, catalog: Path) -> None:
+    # qwen3-4b exists; qwen3.4b would give the same URL label (dots become dashes) and sorts first.
+    result = run("new", "Qwen/Qwen3-4B-Instruct-2507", "--name", "qwen3.4b", catalog=catalog)
+    assert result.exit_code == 1
+    assert "the new entry does not fit the catalog, nothing written:" in result.stderr
+    assert "URL label 'fleet-qwen3-4b' is also used by" in result.stderr
+    assert not (catalog / "qwen3.4b.yaml").exists() and not (catalog / "fleet.lock").exists()
