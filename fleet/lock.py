@@ -27,6 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+try:  # libyaml when PyYAML has it (as fleet/yamlfile.py)
+    from yaml import CSafeLoader as _FastLoader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _FastLoader  # type: ignore[assignment]
+
 from .errors import FleetError, Problem, display_path
 from .yamlfile import YamlError, parse_yaml, read_yaml
 
@@ -150,20 +155,33 @@ def read_lock(path: Path) -> Lock:
         return Lock()
     shown = display_path(path)
     try:
-        doc = read_yaml(path)
-    except YamlError as exc:
-        raise LockFileInvalid(shown, exc.line, exc.message) from None
-    except OSError as exc:
-        raise LockFileInvalid(shown, 0, f"cannot read the file: {exc.strerror}") from None
-    return _lock_from_doc(doc.data, doc.line_of, shown)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LockFileInvalid(shown, 0, f"cannot read the file: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_lock(text, shown)
 
 
 def parse_lock(text: str, shown: str = LOCK_FILE) -> Lock:
+    """Fast path: the plain loader, and entry lines found by scanning the text (the file is ours, one entry
+    per `  name:` line). Anything wrong: parsed again keeping every key's line, so the error names it."""
+    try:
+        data = yaml.load(text, Loader=_FastLoader)
+        return _lock_from_doc(data, _entry_lines(text), shown)
+    except (yaml.YAMLError, LockFileInvalid):
+        pass
     try:
         doc = parse_yaml(text)
     except YamlError as exc:
         raise LockFileInvalid(shown, exc.line, exc.message) from None
     return _lock_from_doc(doc.data, doc.line_of, shown)
+
+
+def _entry_lines(text: str) -> Callable[[tuple[str | int, ...]], int]:
+    lines = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            lines[line.strip()[:-1].strip("'\"")] = number
+    return lambda path: lines.get(str(path[1]), 0) if len(path) >= 2 else 0
 
 
 def _lock_from_doc(data: Any, line_of: Callable[[tuple[str | int, ...]], int], shown: str) -> Lock:

@@ -554,3 +554,16 @@ def test_new_refuses_a_name_whose_url_label_clashes(hub: FakeHub, catalog: Path)
     assert "the new entry does not fit the catalog, nothing written:" in result.stderr
     assert "URL label 'fleet-qwen3-4b' is also used by" in result.stderr
     assert not (catalog / "qwen3.4b.yaml").exists() and not (catalog / "fleet.lock").exists()
+
+
+def test_lock_json_report(hub: FakeHub, catalog: Path, monkeypatch) -> None:
+    import json
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN_WITH_ACCESS)
+    result = run("lock", "qwen3-4b", "--json", catalog=catalog)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.output)
+    assert report["lock"] == "catalog/fleet.lock" and report["written"] is True
+    [row] = report["models"]
+    assert row["name"] == "qwen3-4b" and row["action"] == "locked" and row["error"] is None
+    assert row["commit"] == hub.commits["Qwen/Qwen3-4B-Instruct-2507"] and row["files"] == 10
