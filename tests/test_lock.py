@@ -143,9 +143,25 @@ def test_lock_text_round_trips_and_is_stable() -> None:
     assert "total_bytes: 13" in text
 
 
+@pytest.mark.parametrize(
+    ("commit", "files", "message"),
+    [
+        ("main", "{config.json: 3}", r"fleet.lock:6: models.a.commit: expected a 40-character commit hash"),
+        ("a" * 40, "{../../etc/passwd: 3}", r"fleet.lock:8: models.a.files: '../../etc/passwd' is not a path inside"),
+        ("a" * 40, "{/etc/passwd: 3}", r"models.a.files: '/etc/passwd' is not a path inside the repository"),
+    ],
+)
+def test_a_hand_edited_lock_cannot_point_outside(tmp_path: Path, commit: str, files: str, message: str) -> None:
+    path = tmp_path / "fleet.lock"
+    path.write_text(f"version: 1\nmodels:\n  a:\n    id: Org/A\n    revision: main\n    commit: {commit}\n"
+                    f"    load_format: auto\n    files: {files}\n")
+    with pytest.raises(Exception, match=message):
+        read_lock(path)
+
+
 def test_a_broken_lock_names_file_line_and_key(tmp_path: Path) -> None:
     path = tmp_path / "fleet.lock"
-    path.write_text("version: 1\nmodels:\n  a:\n    id: Org/A\n    revision: main\n    commit: abc\n"
+    path.write_text("version: 1\nmodels:\n  a:\n    id: Org/A\n    revision: main\n    commit: " + "a" * 40 + "\n"
                     "    load_format: auto\n    files: {config.json: -3}\n")
     with pytest.raises(Exception, match=r"fleet.lock:8: models.a.files: expected a mapping of file path to size"):
         read_lock(path)
@@ -384,7 +400,7 @@ def test_hostile_file_names_in_the_lock_stay_data(hub: FakeHub, catalog: Path, m
     locked_catalog(hub, catalog, monkeypatch)
     lock = read_lock(catalog / "fleet.lock")
     entry = lock.entries["qwen3-4b"]
-    hostile = '"); import os; os.system("echo pwned") #\n"""\'\\.json'
+    hostile = '"); import os; os.system("echo pwned") #\n"""\'.json'  # quotes and a line break
     evil = LockEntry(entry.name, entry.model_id, entry.revision, entry.commit, entry.load_format,
                      tuple(sorted(entry.files + ((hostile, 1),))))
     (catalog / "fleet.lock").write_text(render_lock(Lock({**lock.entries, "qwen3-4b": evil})))
