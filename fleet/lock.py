@@ -9,8 +9,10 @@ Which files: what vLLM's default loader (0.32/0.33, `DefaultModelLoader._prepare
 `download_weights_from_hf`) reads for the entry's `--load-format`: top-level files only (vLLM ignores
 `original/`); with `auto`, the Mistral format when `consolidated*.safetensors` files are there, else the first
 of safetensors, .bin, .pt that the repository has; a safetensors index narrows the shards to those it names
-(so a consolidated duplicate beside sharded files is left out). Plus every top-level non-weight file
-(config, tokenizer, processor, chat template, generation config), minus docs and images.
+(so a consolidated duplicate beside sharded files is left out). Plus every file that is not a weight, an
+image, audio or an archive, in any directory: vLLM fetches exactly those before loading the tokenizer
+(`repo_utils.get_non_weight_snapshot_path`), README and `original/params.json` included; locked, they are in
+the cache and the engine's boot downloads nothing.
 """
 
 from __future__ import annotations
@@ -52,12 +54,15 @@ HEADER = (
 DEFAULT_WORKERS = 16
 # File kinds that hold weights: only the format vLLM loads is kept.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt", ".onnx", ".ot", ".npz")
-# Top-level files vLLM never reads: documentation, licences, images, git metadata.
-NOT_LOADED = ("*.md", "LICENSE*", "LICENCE*", "NOTICE*", ".gitattributes", ".gitignore", "*.png", "*.jpg", "*.jpeg",
-              "*.gif", "*.svg", "*.webp", "*.pdf", "*.txt.sig")
+# What vLLM's snapshot of a repository's non-weight files leaves out (vllm/transformers_utils/repo_utils.py
+# `_WEIGHT_FILE_PATTERNS`, 0.32): every other file, in any directory, is fetched at boot, so it is locked.
+NON_WEIGHT_SNAPSHOT_IGNORES = (
+    "*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf", "*.h5", "*.msgpack", "*.onnx", "*.onnx_data",
+    "*.png", "*.jpg", "*.jpeg", "*.gif", "*.webp", "*.mp3", "*.mp4", "*.wav", "*.flac", "*.parquet", "*.arrow",
+    "*.ipynb", "*.zip", "*.tar*",
+)
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 MISTRAL_INDEX = "consolidated.safetensors.index.json"
-BIN_INDEX = "pytorch_model.bin.index.json"
 # vLLM's load formats and the weight patterns each tries, in order (first with a match wins).
 WEIGHT_PATTERNS: dict[str, tuple[str, ...]] = {
     "hf": ("*.safetensors", "*.bin", "*.pt"),
@@ -308,17 +313,7 @@ def select_files(sizes: dict[str, int], load_format: str, weight_map: dict[str, 
         weights = sorted(named)
     if not weights:
         raise LockError(f"no weight files for load format '{resolved}' at the top of the repository")
-    other_indexes = {SAFETENSORS_INDEX, MISTRAL_INDEX, BIN_INDEX} - ({index} if index else set())
-    if any(w.endswith(".bin") for w in weights):
-        other_indexes.discard(BIN_INDEX)
-    extras = [
-        p
-        for p in sizes
-        if "/" not in p
-        and not p.endswith(WEIGHT_SUFFIXES)
-        and p not in other_indexes
-        and not any(fnmatch.fnmatch(p, pattern) for pattern in NOT_LOADED)
-    ]
+    extras = [p for p in sizes if not any(fnmatch.fnmatch(p, pattern) for pattern in NON_WEIGHT_SNAPSHOT_IGNORES)]
     return sorted(set(weights) | set(extras))
 
 

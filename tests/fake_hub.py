@@ -100,6 +100,8 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[tuple[str, str]] = []
         self.bytes_served: Counter[str] = Counter()
+        self.downloads: list[tuple[str, str]] = []  # (repo, path) of every whole-file GET
+        self.range_reads: list[tuple[str, str]] = []  # (repo, path) of every ranged GET (e.g. a safetensors header)
         self.down = False  # True: every request is answered 503 (a hub that is there but failing)
         self.latency_s = 0.0  # added to every request: a hub across the internet, not on this machine
         self._lock = threading.Lock()
@@ -153,9 +155,10 @@ class FakeHub:
         with self._lock:
             self.requests.append((method, path))
 
-    def served(self, repo_id: str, count: int) -> None:
+    def served(self, repo_id: str, path: str, count: int, ranged: bool) -> None:
         with self._lock:
             self.bytes_served[repo_id] += count
+            (self.range_reads if ranged else self.downloads).append((repo_id, path))
 
     def paths(self, method: str | None = None) -> list[str]:
         return [p for m, p in self.requests if method is None or m == method]
@@ -308,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
             return self._send(302, headers, b"", body)
         headers = {"X-Repo-Commit": commit.sha, "ETag": etag, "Content-Type": "application/octet-stream"}
-        self._send_content(repo_id, content, headers, body)
+        self._send_content(repo_id, path, content, headers, body)
 
     def _cdn(self, repo_id: str, sha: str, path: str, body: bool) -> None:
         repo = self.hub.repos.get(repo_id)
@@ -316,13 +319,12 @@ class _Handler(BaseHTTPRequestHandler):
         content = commit.files.get(path) if commit else None
         if content is None:
             return self._send(404, {"Content-Length": "0"}, b"", body)
-        self._send_content(repo_id, content, {"Content-Type": "application/octet-stream"}, body, seed=f"{repo_id}/{path}")
+        self._send_content(repo_id, path, content, {"Content-Type": "application/octet-stream"}, body)
 
     # --- responses -------------------------------------------------------------------------------------
 
-    def _send_content(
-        self, repo_id: str, content: bytes | int, headers: dict[str, str], body: bool, seed: str = ""
-    ) -> None:
+    def _send_content(self, repo_id: str, path: str, content: bytes | int, headers: dict[str, str], body: bool) -> None:
+        seed = f"{repo_id}/{path}"
         size = file_size(content)
         start, end, status = 0, size, 200
         if (ranged := re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))) and size:
@@ -343,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
             chunk = content[position:stop] if isinstance(content, bytes) else generated_bytes(seed, position, stop)
             self.wfile.write(chunk)
             position = stop
-        self.hub.served(repo_id, end - start)
+        self.hub.served(repo_id, path, end - start, ranged=status == 206)
 
     def _json(self, status: int, data: Any, body: bool) -> None:
         payload = json.dumps(data).encode()
