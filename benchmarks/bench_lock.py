@@ -58,7 +58,10 @@ def bench_lock_speed(work: Path) -> None:
     with FakeHub() as hub:
         many_repos(hub, MODELS)
         os.environ["HF_ENDPOINT"] = hub.url
-        models = {f"m{i:03d}": model(f"m{i:03d}", model={"id": f"Org/model-{i:03d}", "revision": "main"}) for i in range(MODELS)}
+        models = {
+            f"m{i:03d}": model(f"m{i:03d}", model={"id": f"Org/model-{i:03d}", "revision": "main"})
+            for i in range(MODELS)
+        }
         catalog_dir = write_catalog(work / "catalog100", models)
         print(f"lock of {MODELS} models (model info + safetensors index each):")
         for latency in (0.0, 0.05):
@@ -80,7 +83,8 @@ def bench_lock_speed(work: Path) -> None:
         hub.requests.clear()
         started = time.perf_counter()
         lock_catalog(catalog, list(catalog.models), Hub(cache_dir=work / "cache-again"), prune=True)
-        print(f"  second lock, nothing changed: {time.perf_counter() - started:.3f} s, {len(hub.requests)} hub requests")
+        elapsed = time.perf_counter() - started
+        print(f"  second lock, nothing changed: {elapsed:.3f} s, {len(hub.requests)} hub requests")
 
 
 def bench_bytes(work: Path) -> None:
@@ -114,8 +118,10 @@ def bench_bytes(work: Path) -> None:
             if repo_id != "mistralai/Mistral-7B-Instruct-v0.2":
                 totals[0] += without
                 totals[1] += with_lock
-            print(f"  {repo_id:48} {without * SCALE / 1e9:10.1f} GB {with_lock * SCALE / 1e9:8.1f} GB {1 - with_lock / without:6.0%}")
-        print(f"  {'shipped catalog (5 models)':48} {totals[0] * SCALE / 1e9:10.1f} GB {totals[1] * SCALE / 1e9:8.1f} GB "
+            saved = 1 - with_lock / without
+            print(f"  {repo_id:48} {without * SCALE / 1e9:10.1f} GB {with_lock * SCALE / 1e9:8.1f} GB {saved:6.0%}")
+        print(f"  {'shipped catalog (5 models)':48} {totals[0] * SCALE / 1e9:10.1f} GB "
+              f"{totals[1] * SCALE / 1e9:8.1f} GB "
               f"{1 - totals[1] / totals[0]:6.0%}")
         # Full size, from the declared sizes: what the real repositories would cost.
         full = [0, 0]

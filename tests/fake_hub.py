@@ -109,7 +109,9 @@ class FakeHub:
 
     # --- setup -----------------------------------------------------------------------------------------
 
-    def add_repo(self, repo_id: str, files: dict[str, bytes | int], *, gated: bool = False, branch: str = "main") -> str:
+    def add_repo(
+        self, repo_id: str, files: dict[str, bytes | int], *, gated: bool = False, branch: str = "main"
+    ) -> str:
         """A repository with one commit on `branch`; returns the commit sha."""
         repo = self.repos.setdefault(repo_id, FakeRepo(repo_id, gated=gated))
         repo.gated = gated
@@ -380,7 +382,8 @@ MB = 10**6
 
 def _shards(count: int, total: int, stem: str = "model", suffix: str = "safetensors") -> dict[str, int]:
     each = total // count
-    return {f"{stem}-{i:05d}-of-{count:05d}.{suffix}": each if i < count else total - each * (count - 1) for i in range(1, count + 1)}
+    last = total - each * (count - 1)
+    return {f"{stem}-{i:05d}-of-{count:05d}.{suffix}": each if i < count else last for i in range(1, count + 1)}
 
 
 def _index(shards: dict[str, int | bytes], tensors_per_shard: int = 3) -> bytes:

@@ -170,7 +170,9 @@ def test_a_broken_lock_names_file_line_and_key(tmp_path: Path) -> None:
 # --- fleet lock against the hub ---------------------------------------------------------------------------
 
 
-def test_lock_pins_every_shipped_model_with_its_commit_files_and_sizes(hub: FakeHub, catalog: Path, monkeypatch) -> None:
+def test_lock_pins_every_shipped_model_with_its_commit_files_and_sizes(
+    hub: FakeHub, catalog: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", TOKEN_WITH_ACCESS)
     result = run("lock", catalog=catalog)
     assert result.exit_code == 0, result.output + result.stderr
@@ -284,7 +286,9 @@ def test_hub_answering_5xx_is_unreachable(hub: FakeHub, catalog: Path) -> None:
     hub.down = True
     result = run("lock", "qwen3-4b", catalog=catalog)
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"error: qwen3-4b: the hub at {hub.url} answered 503 for Qwen/Qwen3-4B-Instruct-2507: try again later"
+    assert result.stderr.strip() == (
+        f"error: qwen3-4b: the hub at {hub.url} answered 503 for Qwen/Qwen3-4B-Instruct-2507: try again later"
+    )
 
 
 def test_removed_model_leaves_the_lock_on_a_whole_catalog_lock(hub: FakeHub, catalog: Path, monkeypatch) -> None:
@@ -354,7 +358,8 @@ def test_unreadable_lock_warns_with_its_line_and_lock_rebuilds_it(hub: FakeHub, 
     locked_catalog(hub, catalog, monkeypatch)
     (catalog / "fleet.lock").write_text("version: 1\nmodels:\n<<<<<<< HEAD\n")
     result = run("validate", catalog=catalog)
-    assert "catalog/fleet.lock:" in result.stderr and "the lock is ignored until `fleet lock` regenerates it" in result.stderr
+    assert "catalog/fleet.lock:" in result.stderr
+    assert "the lock is ignored until `fleet lock` regenerates it" in result.stderr
     relocked = run("lock", catalog=catalog)
     assert relocked.exit_code == 0 and "rebuilt from the catalog" in relocked.stderr
     assert len(read_lock(catalog / "fleet.lock").entries) == 5
@@ -365,7 +370,8 @@ def test_entry_for_a_model_no_longer_in_the_catalog_warns(hub: FakeHub, catalog:
     (catalog / "qwen3-4b.yaml").unlink()
     result = run("validate", catalog=catalog)
     assert "catalog/fleet.lock:" in result.stderr
-    assert "models.qwen3-4b: warning: 'qwen3-4b' is locked but not in the catalog: `fleet lock` drops it" in result.stderr
+    warning = "models.qwen3-4b: warning: 'qwen3-4b' is locked but not in the catalog: `fleet lock` drops it"
+    assert warning in result.stderr
 
 
 def test_fit_check_uses_the_locked_bytes(hub: FakeHub, catalog: Path, monkeypatch) -> None:
@@ -407,12 +413,16 @@ def test_hostile_file_names_in_the_lock_stay_data(hub: FakeHub, catalog: Path, m
     spec = {m.name: m for m in load_catalog(catalog).models}["qwen3-4b"]
     source = render_app(spec).source
     tree = ast.parse(source)
-    files = next(n.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "LOCKED_FILES")
+    files = next(
+        n.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "LOCKED_FILES"
+    )
     assert (hostile, 1) in ast.literal_eval(files)
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.Import) and n.names[0].name == "os"]
 
 
-def test_locked_app_deploys_with_the_weights_module_shipped(hub: FakeHub, catalog: Path, monkeypatch, fake_modal, tmp_path) -> None:
+def test_locked_app_deploys_with_the_weights_module_shipped(
+    hub: FakeHub, catalog: Path, monkeypatch, fake_modal, tmp_path
+) -> None:
     locked_catalog(hub, catalog, monkeypatch)
     result = run("deploy", "qwen3-4b", "--skip-weights", "--out", str(tmp_path / "apps"), catalog=catalog)
     assert result.exit_code == 0, result.output + result.stderr
@@ -425,7 +435,9 @@ def test_locked_app_deploys_with_the_weights_module_shipped(hub: FakeHub, catalo
 # --- download_weights: exactly the locked files -------------------------------------------------------------
 
 
-def test_fetch_locked_downloads_only_the_locked_files_and_checks_sizes(hub: FakeHub, catalog: Path, monkeypatch, tmp_path) -> None:
+def test_fetch_locked_downloads_only_the_locked_files_and_checks_sizes(
+    hub: FakeHub, catalog: Path, monkeypatch, tmp_path
+) -> None:
     locked_catalog(hub, catalog, monkeypatch)
     entry = read_lock(catalog / "fleet.lock").entries["llama3.1-8b"]
     hub.bytes_served.clear()
@@ -442,7 +454,8 @@ def test_fetch_locked_downloads_only_the_locked_files_and_checks_sizes(hub: Fake
 def test_fetch_locked_refuses_a_file_whose_size_changed(hub: FakeHub, tmp_path) -> None:
     repo = "Qwen/Qwen3-4B-Instruct-2507"
     commit = hub.commits[repo]
-    with pytest.raises(WeightsError, match=r"sizes differ from catalog/fleet.lock: config.json \(\d+ bytes, locked 1\)"):
+    message = r"sizes differ from catalog/fleet.lock: config.json \(\d+ bytes, locked 1\)"
+    with pytest.raises(WeightsError, match=message):
         fetch_locked(repo, commit, (("config.json", 1),), endpoint=hub.url, cache_dir=str(tmp_path / "vol"))
 
 
@@ -472,7 +485,8 @@ def test_new_writes_an_entry_that_validates_and_is_locked(hub: FakeHub, empty_ca
         "next cheaper: T4 x1 ($0.59/h): no bf16 support (compute capability 7.5 < 8.0)",
         f"wrote catalog/qwen3-4b-instruct-2507.yaml and locked it at {commit[:12]}",
     ]
-    assert result.output.splitlines()[0].startswith(f"Qwen/Qwen3-4B-Instruct-2507 at {commit[:12]}: 0.0 GB of weights (bf16)")
+    first = result.output.splitlines()[0]
+    assert first.startswith(f"Qwen/Qwen3-4B-Instruct-2507 at {commit[:12]}: 0.0 GB of weights (bf16)")
     text = (empty_catalog / "qwen3-4b-instruct-2507.yaml").read_text()
     assert text.startswith("# yaml-language-server: $schema=../fleet/schema/model.schema.json\n")
     entry = yaml.safe_load(text)
@@ -494,7 +508,9 @@ def full_size_hub(hub: FakeHub) -> FakeHub:
     return hub
 
 
-def test_new_sizes_with_real_bytes_and_says_what_cheaper_lacked(full_size_hub: FakeHub, empty_catalog: Path, monkeypatch) -> None:
+def test_new_sizes_with_real_bytes_and_says_what_cheaper_lacked(
+    full_size_hub: FakeHub, empty_catalog: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", TOKEN_WITH_ACCESS)
     result = run("new", "meta-llama/Llama-3.1-8B-Instruct", "--name", "llama-8b", catalog=empty_catalog)
     assert result.exit_code == 0, result.output + result.stderr

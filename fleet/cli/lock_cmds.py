@@ -69,7 +69,8 @@ def lock(
             for o in report.outcomes
         ]
         echo_table(["NAME", "ACTION", "COMMIT", "FILES", "SIZE"], table)
-        counts = {a: sum(o.action == a for o in report.outcomes) for a in ("locked", "updated", "unchanged", "removed", "failed")}
+        actions = ("locked", "updated", "unchanged", "removed", "failed")
+        counts = {a: sum(o.action == a for o in report.outcomes) for a in actions}
         summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
         state = "written" if report.written else "unchanged"
         click.echo(f"{display_path(report.path)} {state}: {summary or 'nothing to lock'}")
