@@ -97,6 +97,7 @@ class LockEntry:
     commit: str
     load_format: str  # as the catalog's vllm.args ask (auto when they do not)
     files: tuple[tuple[str, int], ...]  # (path, bytes), sorted by path
+    gated: bool = False  # the hub gates the repository: the app needs the HF token secret
     line: int = field(default=0, compare=False)  # in fleet.lock, for problems
 
     @property
@@ -221,6 +222,7 @@ def _lock_from_doc(data: Any, line_of: Callable[[tuple[str | int, ...]], int], s
             commit=raw["commit"],
             load_format=raw["load_format"],
             files=tuple(sorted(files.items())),
+            gated=raw.get("gated") is True,
             line=line_of(where),
         )
         if raw.get("total_bytes") not in (None, entry.total_bytes):
@@ -246,6 +248,7 @@ def render_lock(lock: Lock) -> str:
             "commit": entry.commit,
             "load_format": entry.load_format,
             "total_bytes": entry.total_bytes,
+            **({"gated": True} if entry.gated else {}),
             "files": dict(entry.files),
         }
     body = yaml.safe_dump(
@@ -342,6 +345,7 @@ def entry_from_repo(hub: Hub, name: str, repo: RepoFiles, load_format: str) -> L
         commit=repo.commit,
         load_format=load_format,
         files=tuple((p, repo.sizes[p]) for p in files),
+        gated=repo.gated,
     )
 
 
@@ -457,6 +461,13 @@ def lock_problems(directory: Path, specs: Iterable[ModelSpec]) -> list[Problem]:
                 key = "vllm.args"
             message = f"{shown}: {why}: run `fleet lock {spec.name}`; until then it serves '{spec.revision}'"
             found.append(Problem(spec.file, _line_of(spec.file, key, spec.line), key, message, warning=True))
+        elif entry.gated and not spec.gated:
+            message = (
+                f"the hub gates {spec.model_id} ({shown}): set gated: true, or download_weights runs without the "
+                "HF token secret and fails"
+            )
+            found.append(Problem(spec.file, _line_of(spec.file, "model.gated", spec.line), "model.gated", message,
+                                 warning=True))
     for name in sorted(set(lock.entries) - names):
         message = f"{name!r} is locked but not in the catalog: `fleet lock` drops it"
         found.append(Problem(shown, lock.entries[name].line, f"models.{name}", message, warning=True))

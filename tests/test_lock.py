@@ -599,3 +599,12 @@ def test_lock_json_report(hub: FakeHub, catalog: Path, monkeypatch) -> None:
     [row] = report["models"]
     assert row["name"] == "qwen3-4b" and row["action"] == "locked" and row["error"] is None
     assert row["commit"] == hub.commits["Qwen/Qwen3-4B-Instruct-2507"] and row["files"] == 13
+
+
+def test_a_gated_repository_locked_for_an_entry_without_gated_warns(hub: FakeHub, catalog: Path, monkeypatch) -> None:
+    set_key(catalog / "llama3.1-8b.yaml", "model", "gated", False)
+    locked_catalog(hub, catalog, monkeypatch)
+    assert "    gated: true\n" in lock_text(catalog)
+    result = run("validate", "llama3.1-8b", catalog=catalog)
+    assert "model.gated: warning: the hub gates meta-llama/Llama-3.1-8B-Instruct (catalog/fleet.lock): set gated: " \
+           "true, or download_weights runs without the HF token secret and fails" in result.stderr
