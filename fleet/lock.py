@@ -52,6 +52,8 @@ HEADER = (
     "# branch revisions to their newest commit.\n"
 )
 DEFAULT_WORKERS = 16
+ENTRY_KEYS = frozenset({"id", "revision", "commit", "load_format", "total_bytes", "gated", "files"})
+FAST_PATH_MAX_CHARS = 8 * 1024 * 1024  # a 500-model lock is ~100 kB
 # File kinds that hold weights: only the format vLLM loads is kept.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt", ".onnx", ".ot", ".npz")
 # What vLLM's snapshot of a repository's non-weight files leaves out (vllm/transformers_utils/repo_utils.py
@@ -171,12 +173,14 @@ def read_lock(path: Path) -> Lock:
 
 def parse_lock(text: str, shown: str = LOCK_FILE) -> Lock:
     """Fast path: the plain loader, and entry lines found by scanning the text (the file is ours, one entry
-    per `  name:` line). Anything wrong: parsed again keeping every key's line, so the error names it."""
-    try:
-        data = yaml.load(text, Loader=_FastLoader)
-        return _lock_from_doc(data, _entry_lines(text), shown)
-    except (yaml.YAMLError, LockFileInvalid):
-        pass
+    per `  name:` line). Anything wrong, or anything `fleet lock` never writes (anchors and aliases, which a
+    YAML bomb needs; a huge file): read by the catalog's own bounded YAML reader, keeping every key's line."""
+    if len(text) <= FAST_PATH_MAX_CHARS and "&" not in text and "*" not in text:
+        try:
+            data = yaml.load(text, Loader=_FastLoader)
+            return _lock_from_doc(data, _entry_lines(text), shown)
+        except (yaml.YAMLError, LockFileInvalid):
+            pass
     try:
         doc = parse_yaml(text)
     except YamlError as exc:
@@ -198,11 +202,15 @@ def _lock_from_doc(data: Any, line_of: Callable[[tuple[str | int, ...]], int], s
 
     if not isinstance(data, dict) or data.get("version") != LOCK_VERSION or not isinstance(data.get("models"), dict):
         raise fail(("version",), f"not a fleet lock of version {LOCK_VERSION} (expected version: and models:)")
+    if unknown := sorted(set(map(str, data)) - {"version", "models"}):
+        raise fail((unknown[0],), "unknown key: a fleet lock holds only version: and models:")
     entries = {}
     for name, raw in data["models"].items():
         where = ("models", name)
         if not isinstance(raw, dict):
             raise fail(where, "expected a mapping with id, revision, commit, load_format, files")
+        if unknown := sorted(set(map(str, raw)) - ENTRY_KEYS):
+            raise fail(where + (unknown[0],), f"unknown key; an entry holds {', '.join(sorted(ENTRY_KEYS))}")
         for key in ("id", "revision", "commit", "load_format"):
             if not isinstance(raw.get(key), str):
                 raise fail(where + (key,), "missing, or not a string")

@@ -608,3 +608,12 @@ def test_a_gated_repository_locked_for_an_entry_without_gated_warns(hub: FakeHub
     result = run("validate", "llama3.1-8b", catalog=catalog)
     assert "model.gated: warning: the hub gates meta-llama/Llama-3.1-8B-Instruct (catalog/fleet.lock): set gated: " \
            "true, or download_weights runs without the HF token secret and fails" in result.stderr
+
+
+def test_a_lock_with_aliases_goes_through_the_bounded_reader(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(6)
+    ) + "version: 1\nmodels: {}\n"
+    with pytest.raises(Exception, match="fleet.lock"):
+        parse_lock(bomb, "fleet.lock")  # not a lock fleet writes: refused with the file named, whatever the reader
