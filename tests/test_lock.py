@@ -617,3 +617,15 @@ def test_a_lock_with_aliases_goes_through_the_bounded_reader(tmp_path: Path) -> 
     ) + "version: 1\nmodels: {}\n"
     with pytest.raises(Exception, match="fleet.lock"):
         parse_lock(bomb, "fleet.lock")  # not a lock fleet writes: refused with the file named, whatever the reader
+
+
+def test_new_json_report(hub: FakeHub, empty_catalog: Path) -> None:
+    import json
+
+    result = run("new", "Qwen/Qwen3-4B-Instruct-2507", "--dry-run", "--json", catalog=empty_catalog)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.output)
+    assert report["file"] is None and report["gpu"] == {"type": "L4", "count": 1, "usd_per_hour": 0.8}
+    assert report["next_cheaper"] == "T4 x1 ($0.59/h)" and "bf16" in report["next_cheaper_lacks"]
+    assert report["entry"]["model"]["id"] == "Qwen/Qwen3-4B-Instruct-2507"
+    assert report["commit"] == hub.commits["Qwen/Qwen3-4B-Instruct-2507"]
