@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UNSAFE_CHARACTERS, CatalogInvalid, FleetError, NotInCatalog, Problem, display_path, excerpt
+from .lock import lock_problems, with_lock
 from .spec import (
     DEFAULT_MAX_GPUS,
     GPU_MEMORY_GB,
@@ -151,6 +152,7 @@ def check_catalog(directory: Path) -> CheckResult:
         if spec is not None:
             specs.append(spec)
     result.problems.extend(_cross_file_problems(specs))
+    result.problems.extend(lock_problems(directory, specs))  # missing or stale lock entries (fleet/lock.py)
     result.problems = _merge_shared(result.problems)
     if not result.errors and settings is not None:
         result.catalog = Catalog(directory, settings, tuple(sorted(specs, key=lambda s: s.name)))
@@ -330,6 +332,7 @@ def _load_model(
         return None
     source = f"{_directory_name(str(path.parent), os.getcwd())}/{path.name}"
     spec = _to_spec(apply_defaults(schema("model"), merged), shown, source, settings, doc.line_of(("name",)))
+    spec = with_lock(spec, path.parent)  # catalog/fleet.lock: the locked commit and files (fleet/lock.py)
     warnings = []
     for key_path, message in risk_warnings(spec):
         file, line = where(key_path)

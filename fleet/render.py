@@ -22,6 +22,8 @@ CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 INSTALLED_TEMPLATES = Path(sys.prefix) / "share" / "fleet" / "templates"
 TEMPLATES_DIR = CHECKOUT_TEMPLATES if CHECKOUT_TEMPLATES.is_dir() else INSTALLED_TEMPLATES
 RUNTIME_FILES = (Path(__file__).with_name("__init__.py"), Path(__file__).with_name("runtime.py"))
+# Shipped only with locked models (their download_weights fetches the locked files through it).
+LOCKED_WEIGHTS_FILE = Path(__file__).with_name("weights.py")
 WEB_STARTUP_TIMEOUT = 60
 LINE_WIDTH = 100
 # The environment every engine container needs (facts.md, the reference design).
@@ -58,7 +60,8 @@ def render_app(spec: ModelSpec) -> RenderedApp:
         tags=app_tags(spec),
         web_startup_timeout=WEB_STARTUP_TIMEOUT,
     )
-    return RenderedApp(spec=spec, source=source, spec_hash=spec_hash(source))
+    shipped = (LOCKED_WEIGHTS_FILE,) if spec.locked else ()
+    return RenderedApp(spec=spec, source=source, spec_hash=spec_hash(source, shipped))
 
 
 def app_tags(spec: ModelSpec, spec_hash: str | None = None) -> dict[str, str]:
@@ -80,10 +83,10 @@ def image_ref(settings: Settings) -> str:
     return f"vllm/vllm-openai:v{settings.vllm_version}"
 
 
-def spec_hash(source: str) -> str:
+def spec_hash(source: str, shipped: tuple[Path, ...] = ()) -> str:
     """What makes a deployed app differ: its source and the runtime files shipped beside it."""
     digest = hashlib.sha256(source.encode())
-    for path in RUNTIME_FILES:
+    for path in RUNTIME_FILES + shipped:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

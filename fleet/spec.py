@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .lock import LockEntry
 
 # Usable memory per GPU in GB, for the "weights fit" warning (Modal's GPU pages).
 GPU_MEMORY_GB: dict[str, int] = {
@@ -101,6 +105,8 @@ class ModelSpec:
     params_b: float | None = None
     dtype: str | None = None
     weights_gb: float | None = None
+    # Its entry in catalog/fleet.lock when the lock describes this entry (fleet/lock.py `with_lock`).
+    locked: LockEntry | None = None
 
     @property
     def app_name(self) -> str:
@@ -135,11 +141,23 @@ class ModelSpec:
         return tuple(names)
 
     @property
-    def revision_pinned(self) -> bool:
+    def revision_is_commit(self) -> bool:
         return bool(PINNED_REVISION.match(self.revision))
 
+    @property
+    def revision_pinned(self) -> bool:
+        """Every container serves the same weights: the catalog names a commit, or the lock pinned one."""
+        return self.revision_is_commit or self.locked is not None
+
+    @property
+    def served_revision(self) -> str:
+        """What vLLM and the weight download are given: the locked commit, else the catalog's revision."""
+        return self.locked.commit if self.locked is not None else self.revision
+
     def weight_bytes(self) -> float | None:
-        """Estimated size of the weights, or None when the entry does not say enough."""
+        """Size of the weights: the locked files' real bytes, else an estimate, else None."""
+        if self.locked is not None and self.locked.weight_bytes:
+            return float(self.locked.weight_bytes)
         if self.weights_gb is not None:
             return self.weights_gb * 1e9
         if self.params_b is not None and self.dtype is not None:
@@ -151,7 +169,7 @@ class ModelSpec:
         return {
             "model": self.model_id,
             "served_model_name": self.name,
-            "revision": self.revision,
+            "revision": self.served_revision,
             "port": WEB_PORT,
             "tensor_parallel_size": self.gpu_count,
             "gpu_memory_utilization": self.memory_utilization,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -155,9 +156,12 @@ def test_gateway_local_refuses_an_upstream_not_in_the_catalog(catalog: Path) -> 
 
 def test_rendered_gateway_keeps_hostile_catalog_strings_as_data(tmp_path: Path) -> None:
     hostile = 'x"""\nimport os; os.system("rm -rf /")  # \\'
-    directory = write_catalog(tmp_path / "catalog", {"tiny": model("tiny", description=hostile)},
+    directory = write_catalog(tmp_path / "catalog", {"tiny": model("tiny")},
                               {**SETTINGS, "gateway": {"enabled": True, "min_containers": 0}})
-    app = render_gateway(load_catalog(directory))
+    # validate refuses control characters; the renderer must keep even those inert, so set them directly
+    loaded = load_catalog(directory)
+    catalog = replace(loaded, models=tuple(replace(m, description=hostile) for m in loaded.models))
+    app = render_gateway(catalog)
     namespace: dict = {}
     models_line = re.search(r"^MODELS = .*?^\)$", app.source, re.S | re.M).group(0)
     exec(compile(models_line, "gateway", "exec"), namespace)  # only the literal: no modal needed
@@ -165,7 +169,7 @@ def test_rendered_gateway_keeps_hostile_catalog_strings_as_data(tmp_path: Path) 
     assert "import os" not in app.source.replace(repr(hostile), "")
     assert "vllm" not in app.source.split("image = (")[1].split(")\n")[0]  # its own image: no vLLM
     assert app.spec.app_name == "fleet-gateway" and app.filename == "fleet_gateway.py"
-    assert render_gateway(load_catalog(directory)).source == app.source  # same catalog, same bytes
+    assert render_gateway(catalog).source == app.source  # same catalog, same bytes
 
 
 def test_render_writes_the_gateway_and_check_sees_it(catalog: Path) -> None:
