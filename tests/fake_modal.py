@@ -43,6 +43,11 @@ from grpclib import GRPCError, Status
 from modal_proto import api_pb2
 from modal_proto.api_grpc import ModalClientBase
 
+try:
+    from fake_modal_ops import FakeModalOps
+except ImportError:  # tests/ imported as a package
+    from .fake_modal_ops import FakeModalOps
+
 DEFAULT_ENVIRONMENT = "main"
 DEFAULT_WORKSPACE = "fleet-test"
 IMAGE_BUILDER_VERSION = "2025.06"
@@ -131,7 +136,7 @@ class _DeployFailure:
     status: Status
 
 
-class FakeModal(ModalClientBase):
+class FakeModal(FakeModalOps, ModalClientBase):
     """Fake Modal control plane served by grpclib in a background thread."""
 
     def __init__(
@@ -256,6 +261,7 @@ class FakeModal(ModalClientBase):
             self.function_calls: list[tuple[str, str]] = []  # (app_name, function_name) per input, in order
             self._call_failures: dict[tuple[str, str], tuple[str, BaseException | None]] = {}
             self._function_call_state: dict[str, _FakeFunctionCall] = {}  # fc-... -> call
+            self._reset_ops()
 
     # ------------------------------------------------------------------ knobs and helpers
 
