@@ -190,6 +190,14 @@ class OpsMixin:
         lines = [line.strip() for line in out.splitlines() if line.strip()]
         return lines[-1] if lines else ""
 
+    def set_app_tag(self, app_name: str, key: str, value: str) -> None:
+        """Change one tag, keeping the others (tags are sent whole)."""
+        app = self._ops_app(app_name)
+        with _modal_errors(f"tags of {app_name}"):
+            tags = dict(app.get_tags())
+            tags[key] = value
+            app.set_tags(tags)
+
     def billing_report(self, start: datetime, end: datetime, tag_names: list[str]) -> list[BillingRow]:
         """The workspace's daily cost per app in [start, end), with the given tags (`modal billing report`)."""
         import modal

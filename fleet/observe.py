@@ -26,6 +26,7 @@ from typing import Any
 from .errors import FleetError
 from .modal_api import BillingRow, LogLine
 from .prices import GPU_USD_PER_HOUR, price_note
+from .probe import SNAPSHOT_ALPHA_HINT as ASK_MODAL
 from .spec import ModelSpec
 
 # --- redaction ----------------------------------------------------------------------------------------------
@@ -155,11 +156,6 @@ NO_DATA = "no data"
 # restore at all, something is wrong.
 COLD_STARTS_BEFORE_ALARM = 5
 CRASHES_IN_A_ROW = 2
-ASK_MODAL = (
-    "GPU memory snapshots are an alpha feature that Modal enables per workspace: ask Modal (support, or your "
-    "shared Slack channel) to enable GPU memory snapshots (`enable_gpu_snapshot`) for this workspace, naming "
-    "the app"
-)
 
 
 @dataclass(frozen=True)
@@ -601,3 +597,56 @@ def rollback_target(history: list[Any], version: int | None) -> Any:
     if found.current:
         raise FleetError(f"v{version} is the current deployment: nothing to roll back")
     return found
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    app_name: str
+    from_version: int | None
+    to_version: int
+    modal_said: str
+
+
+def rollback(client: Any, spec: ModelSpec, target: Any, history: list[Any]) -> RollbackResult:
+    """Modal's rollback to `target`, then the app's spec-hash tag set to say so: what runs is no longer what
+    the catalog renders, and `fleet plan` must show it as changed rather than in sync."""
+    from .render import TAG_SPEC_HASH
+
+    current = next((d.version for d in history if d.current), None)
+    said = client.rollback(spec.app_name, target.version)
+    client.set_app_tag(spec.app_name, TAG_SPEC_HASH, ROLLED_BACK_HASH.format(version=target.version))
+    return RollbackResult(spec.app_name, current, target.version, said)
+
+
+def log_lines(client: Any, spec: ModelSpec, *, since: datetime | None, follow: bool) -> Iterable[ShownLine]:
+    """`fleet logs`: the model's lines since `since`, or followed as they come; redacted, steps marked."""
+    source = client.follow_logs(spec.app_name) if follow else client.logs_between(spec.app_name, since)
+    return (shown(line) for line in source)
+
+
+# --- the live columns of `fleet status` -----------------------------------------------------------------------
+
+LIVE_HEADER = ["CONTAINERS", "REQ/1H", "ERR/1H", "LAST COLD START", "SNAPSHOT"]
+
+
+def live_cells(status: LiveStatus | None) -> list[str]:
+    """The live columns of one status row as text: "no data" where Modal had none, never a made-up zero."""
+    if status is None:
+        return ["", "", "", "", ""]
+
+    def count(value: int | None) -> str:
+        return NO_DATA if value is None else str(value)
+
+    start = status.last_cold_start
+    last = f"{start.at:%m-%d %H:%M} {start.kind}" if start else NO_DATA
+    return [count(status.containers), count(status.requests), count(status.errors), last, status.snapshot.state]
+
+
+def live_notes(live: dict[str, LiveStatus]) -> list[str]:
+    """What needs saying under the table: snapshots failing or never restoring, lookups that failed."""
+    notes = []
+    for name, status in sorted(live.items()):
+        if status.snapshot.state in (FAILING, NOT_RESTORING):
+            notes.append(f"{name}: snapshot {status.snapshot.state}: {status.snapshot.note}")
+        notes += [f"{name}: {problem}" for problem in status.problems]
+    return notes

@@ -27,11 +27,21 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
     client = _client(catalog, environment)
     prefix = catalog.settings.prefix
     rows = status_rows(make_plan(apps, client.deployed_apps(prefix), orphans_of=prefix), client)
+    # The live side (fleet/observe.py): containers, traffic, cold starts, snapshot state, looked up in parallel.
+    from ..observe import LIVE_HEADER, live_cells, live_notes, live_status
+
+    deployed = {r["name"] for r in rows if r["deployed"]}
+    live = live_status(client, [a.spec for a in apps if a.spec.name in deployed])
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([{**r, "live": live[r["name"]].as_dict() if r["name"] in live else None} for r in rows], indent=2))
         return
-    table = [[r["name"], r["state"], r["gpu"] or "", r["deployed_at"] or "", r["url"] or ""] for r in rows]
-    echo_table(["NAME", "STATE", "GPU", "DEPLOYED AT", "URL"], table)
+    table = [
+        [r["name"], r["state"], r["gpu"] or "", r["deployed_at"] or "", *live_cells(live.get(r["name"])), r["url"] or ""]
+        for r in rows
+    ]
+    echo_table(["NAME", "STATE", "GPU", "DEPLOYED AT", *LIVE_HEADER, "URL"], table)
+    for note in live_notes(live):
+        click.echo(f"note: {note}", err=True)
 
 
 @click.command()
