@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -116,11 +117,18 @@ class OpsMixin:
     environment: str | None
 
     def _ops_app(self, app_name: str) -> Any:
-        """The deployed app's handle, looked up once per command (every call on it needs its id)."""
+        """The deployed app's handle (every call on it needs its id). The first miss lists every live app
+        of the environment in one call, so a status of 50 models costs one listing, not 50 lookups."""
         import modal
 
         cache: dict[str, Any] = self.__dict__.setdefault("_ops_apps", {})
-        if app_name not in cache:
+        with self.__dict__.setdefault("_ops_lock", threading.Lock()):
+            if app_name not in cache and not self.__dict__.get("_ops_listed"):
+                self.__dict__["_ops_listed"] = True
+                with _modal_errors("listing the environment's apps"):
+                    environment = modal.Environment.from_name(self._environment_name())  # type: ignore[attr-defined]
+                    cache.update({app.name: app for app in environment.apps.list() if app.name})
+        if app_name not in cache:  # not live: the lookup says why, in Modal's words
             with _modal_errors(f"app {app_name}"):
                 cache[app_name] = modal.App.lookup(app_name, environment_name=self.environment)
         return cache[app_name]

@@ -194,7 +194,7 @@ def snapshot_verdict(spec: ModelSpec, starts: list[ColdStart]) -> SnapshotVerdic
 
 STATS_WINDOW = timedelta(hours=1)
 LOG_LINES = 1000  # enough to hold the last few cold starts of a quiet model, small enough to read fast
-PARALLEL_LOOKUPS = 16
+PARALLEL_LOOKUPS = 32
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,17 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
     catalog, apps = _rendered(catalog_dir, ())
     client = _client(catalog, environment)
     prefix = catalog.settings.prefix
-    rows = status_rows(make_plan(apps, client.deployed_apps(prefix), orphans_of=prefix), client)
-    # The live side (fleet/observe.py): containers, traffic, cold starts, snapshot state, looked up in parallel.
+    # The live side (fleet/observe.py): containers, traffic, cold starts, snapshot state, looked up in
+    # parallel, and meanwhile the plan rows.
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..observe import LIVE_HEADER, live_cells, live_notes, live_status
 
-    deployed = {r["name"] for r in rows if r["deployed"]}
-    live = live_status(client, [a.spec for a in apps if a.spec.name in deployed])
+    deployed_apps = client.deployed_apps(prefix)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="live") as background:
+        live_rows = background.submit(live_status, client, [a.spec for a in apps if a.spec.app_name in deployed_apps])
+        rows = status_rows(make_plan(apps, deployed_apps, orphans_of=prefix), client)
+        live = live_rows.result()
     if as_json:
         click.echo(json.dumps([{**r, "live": live[r["name"]].as_dict() if r["name"] in live else None} for r in rows], indent=2))
         return
