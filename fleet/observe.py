@@ -558,7 +558,7 @@ def cost_report(
     catalog: Any,
     start: datetime,
     end: datetime,
-    usage: Callable[[Any, datetime, datetime], list[UsageRow]] = usage_rows,
+    usage: Callable[[Any, datetime, datetime], list[UsageRow]] | None = None,
 ) -> CostReport:
     """`fleet cost`: Modal's bill for [start, end) per model, with the rates; without a client (no
     credentials) only the rates, from the dated price table."""
@@ -573,7 +573,7 @@ def cost_report(
         modal_rates = None  # the bill is what matters; the table stands in for the rates
     rows = client.billing_report(start, end, [TAG_MODEL, TAG_PREFIX])
     costs = model_costs(rows, catalog.settings.prefix, [s.name for s in specs])
-    teams = split_by_team(costs, usage(catalog, start, end))
+    teams = split_by_team(costs, (usage or usage_rows)(catalog, start, end))
     return CostReport(start, end, costs, model_rates(specs, modal_rates), teams, billed=True)
 
 

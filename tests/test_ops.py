@@ -380,7 +380,6 @@ def test_cost_splits_per_team_when_usage_rows_arrive(deployed, monkeypatch: pyte
     deployed.add_billing("fleet-alpha", today, {"GPU (L4)": "3.00"})
     usage = [observe.UsageRow("search", "alpha", today.date(), 10, 20), observe.UsageRow("ads", "alpha", today.date(), 60, 0)]
     monkeypatch.setattr(observe, "usage_rows", lambda catalog, start, end: usage)
-    monkeypatch.setattr(observe.cost_report, "__defaults__", (observe.usage_rows,))
     result = fleet("cost")
     assert "Per team" in result.stdout
     teams = {ln.split()[0]: ln.split()[-1] for ln in result.stdout.splitlines()[-3:] if ln.split()[1:2] == ["alpha"]}
