@@ -155,11 +155,12 @@ class OpsMixin:
             has_data=any(traffic) or any(c.total or c.errors for c in containers),
         )
 
-    def recent_logs(self, app_name: str, lines: int) -> list[LogLine]:
-        """The app's last `lines` log lines (Modal looks back up to 30 days), oldest first."""
+    def search_logs(self, app_name: str, since: datetime, text: str) -> list[LogLine]:
+        """The app's lines since `since` that contain `text` (Modal filters them: few lines, one round trip
+        or two, where reading every line of a busy model would take seconds)."""
         app = self._ops_app(app_name)
         with _modal_errors(f"logs of {app_name}"):
-            return [_log_line(entry) for entry in app.logs.tail(lines)]
+            return [_log_line(entry) for entry in app.logs.fetch(since=since, search_text=text)]
 
     def logs_between(self, app_name: str, since: datetime, until: datetime | None = None) -> Iterator[LogLine]:
         app = self._ops_app(app_name)

@@ -83,7 +83,7 @@ class FakeModalOps:
 
     def _reset_ops(self) -> None:
         self.app_stats: dict[str, api_pb2.AppGetTimeRangeStatsResponse] = {}  # app_id -> canned answer
-        self.logs: list[FakeLogEntry] = []
+        self.logs: dict[str, list[FakeLogEntry]] = {}  # app_id -> its lines, in the order they were added
         self._log_seq = 0
         self.histories: dict[str, list[api_pb2.AppDeploymentHistory]] = {}  # app_id -> versions, oldest first
         self.billing_items: list[api_pb2.WorkspaceBillingReportItem] = []
@@ -129,7 +129,8 @@ class FakeModalOps:
         self._log_seq += 1
         line = data if data.endswith("\n") else data + "\n"
         stamp = time.time() if at is None else at
-        self.logs.append(FakeLogEntry(self._log_seq, app.app_id, stamp, line, container, _SOURCES[source]))
+        entry = FakeLogEntry(self._log_seq, app.app_id, stamp, line, container, _SOURCES[source])
+        self.logs.setdefault(app.app_id, []).append(entry)
 
     def add_cold_start(self, app_name: str, kind: str, *, container: str, at: float) -> None:
         """The lines of one cold start: `boot` (no snapshot in use), `snapshot` (a boot that creates the
@@ -194,9 +195,7 @@ class FakeModalOps:
 
     def _matching_logs(self, app_id: str, req: Any, since: float | None, until: float | None) -> list[FakeLogEntry]:
         found = []
-        for entry in self.logs:
-            if entry.app_id != app_id:
-                continue
+        for entry in self.logs.get(app_id, ()):
             if since is not None and entry.timestamp < since:
                 continue
             if until is not None and entry.timestamp >= until:
