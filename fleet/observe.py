@@ -580,7 +580,8 @@ def cost_report(
         modal_rates = None  # the bill is what matters; the table stands in for the rates
     rows = client.billing_report(start, end, [TAG_MODEL, TAG_PREFIX])
     costs = model_costs(rows, catalog.settings.prefix, [s.name for s in specs])
-    teams = split_by_team(costs, (usage or usage_rows)(catalog, start, end))
+    used = (usage or usage_rows)(catalog, start, end)
+    teams = split_by_team(costs, used) if used else []  # no usage store: no split, rather than "nobody"
     return CostReport(start, end, costs, model_rates(specs, modal_rates), teams, billed=True)
 
 

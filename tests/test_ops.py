@@ -357,8 +357,7 @@ def test_cost_reads_the_billing_report_by_tags(deployed) -> None:
     assert models["alpha"]["gpu_usd"] == "4.00" and models["alpha"]["other_usd"] == "0.35"
     rates = {r["model"]: r for r in report["rates"]}
     assert rates["beta"] == {"model": "beta", "gpu": "A100-80GB:2", "usd_per_hour": "5.00", "source": "Modal billing rates"}
-    assert report["teams"] == [{"team": observe.NO_USAGE, "model": "beta", "tokens": 0, "usd": "21.00"},
-                               {"team": observe.NO_USAGE, "model": "alpha", "tokens": 0, "usd": "4.35"}]
+    assert report["teams"] == []  # no usage store connected: no split
     request = deployed.calls("WorkspaceBillingReport")[0]
     assert set(request.tag_names) == {TAG_MODEL, TAG_PREFIX} and request.resolution == "d"
 
@@ -368,6 +367,7 @@ def test_cost_reads_the_billing_report_by_tags(deployed) -> None:
     assert lines[1].split() == ["MODEL", "GPU", "GPU", "$", "OTHER", "$", "TOTAL", "$", "GPU", "$/H"]
     assert lines[2].split() == ["beta", "A100-80GB:2", "20.00", "1.00", "21.00", "5.00"]
     assert "total: $25.35" in table.stdout and "someone" not in table.stdout
+    assert "per team: no usage recorded (the gateway's usage store is not connected)" in table.stdout
 
     as_csv = list(csv.reader(io.StringIO(fleet("cost", "--csv").stdout)))
     assert as_csv[0] == ["model", "app", "gpu_usd", "other_usd", "total_usd", "gpu_usd_per_hour", "rate_source"]
@@ -384,6 +384,9 @@ def test_cost_splits_per_team_when_usage_rows_arrive(deployed, monkeypatch: pyte
     assert "Per team" in result.stdout
     teams = {ln.split()[0]: ln.split()[-1] for ln in result.stdout.splitlines()[-3:] if ln.split()[1:2] == ["alpha"]}
     assert teams == {"ads": "2.00", "search": "1.00"}
+    split = json.loads(fleet("cost", "--json").stdout)["teams"]
+    assert split == [{"team": "ads", "model": "alpha", "tokens": 60, "usd": "2.00"},
+                     {"team": "search", "model": "alpha", "tokens": 30, "usd": "1.00"}]
 
 
 def test_cost_without_credentials_shows_the_dated_price_table(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
