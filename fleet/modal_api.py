@@ -138,7 +138,8 @@ class OpsMixin:
         from modal.experimental import list_deployed_apps
 
         with _modal_errors("listing running containers"):
-            return {info.name: info.containers for info in list_deployed_apps(self._environment_name())}  # type: ignore[attr-defined]
+            listed = list_deployed_apps(self._environment_name())  # type: ignore[attr-defined]
+            return {info.name: info.containers for info in listed}
 
     def app_counts(self, app_name: str, since: datetime, until: datetime) -> AppCounts:
         app = self._ops_app(app_name)

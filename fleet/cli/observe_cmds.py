@@ -34,14 +34,17 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
 
     deployed_apps = client.deployed_apps(prefix)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="live") as background:
-        live_rows = background.submit(live_status, client, [a.spec for a in apps if a.spec.app_name in deployed_apps])
+        specs = [a.spec for a in apps if a.spec.app_name in deployed_apps]
+        live_rows = background.submit(live_status, client, specs)
         rows = status_rows(make_plan(apps, deployed_apps, orphans_of=prefix), client)
         live = live_rows.result()
     if as_json:
-        click.echo(json.dumps([{**r, "live": live[r["name"]].as_dict() if r["name"] in live else None} for r in rows], indent=2))
+        merged = [{**r, "live": live[r["name"]].as_dict() if r["name"] in live else None} for r in rows]
+        click.echo(json.dumps(merged, indent=2))
         return
     table = [
-        [r["name"], r["state"], r["gpu"] or "", r["deployed_at"] or "", *live_cells(live.get(r["name"])), r["url"] or ""]
+        [r["name"], r["state"], r["gpu"] or "", r["deployed_at"] or "", *live_cells(live.get(r["name"])),
+         r["url"] or ""]
         for r in rows
     ]
     echo_table(["NAME", "STATE", "GPU", "DEPLOYED AT", *LIVE_HEADER, "URL"], table)

@@ -138,28 +138,29 @@ def _print_cost(report: Any) -> None:
     days = f"{report.start:%Y-%m-%d} to {report.end:%Y-%m-%d} (UTC, end excluded)"
     if report.billed:
         click.echo(f"Cost from Modal's billing report, {days}")
-        table = [
-            [m["model"] + ("" if m["in_catalog"] else " (not in catalog)"), rates[m["model"]].gpu if m["model"] in rates else "",
-             m["gpu_usd"], m["other_usd"], m["total_usd"],
-             str(rates[m["model"]].usd_per_hour) if m["model"] in rates else ""]
-            for m in data["models"]
-        ]
+        table = []
+        for m in data["models"]:
+            rate = rates.get(m["model"])
+            name = m["model"] + ("" if m["in_catalog"] else " (not in catalog)")
+            gpu, hourly = (rate.gpu, str(rate.usd_per_hour)) if rate else ("", "")
+            table.append([name, gpu, m["gpu_usd"], m["other_usd"], m["total_usd"], hourly])
         billed = {m["model"] for m in data["models"]}
-        table += [[r.name, r.gpu, "0.00", "0.00", "0.00", str(r.usd_per_hour)] for r in report.rates if r.name not in billed]
+        table += [[r.name, r.gpu, "0.00", "0.00", "0.00", str(r.usd_per_hour)] for r in report.rates
+                  if r.name not in billed]
         echo_table(["MODEL", "GPU", "GPU $", "OTHER $", "TOTAL $", "GPU $/H"], table)
         click.echo(f"total: ${data['total_usd']}")
     else:
         click.echo("GPU price per hour while a container runs (no bill without Modal credentials)")
         echo_table(["MODEL", "GPU", "GPU $/H"], [[r.name, r.gpu, str(r.usd_per_hour)] for r in report.rates])
-    sources = sorted({r.source for r in report.rates})
-    click.echo("rates: " + "; ".join(sources))
-    if report.billed:
-        if report.teams:
-            click.echo("\nPer team (each model's daily cost shared by the team's tokens that day):")
-            echo_table(["TEAM", "MODEL", "TOKENS", "$"], [[t.team, t.model, str(t.tokens), d["usd"]]
-                                                          for t, d in zip(report.teams, data["teams"])])
-        else:
-            click.echo("per team: no usage recorded (the gateway's usage store is not connected)")
+    click.echo("rates: " + "; ".join(sorted({r.source for r in report.rates})))
+    if not report.billed:
+        return
+    if report.teams:
+        click.echo("\nPer team (each model's daily cost shared by the team's tokens that day):")
+        teams = [[t["team"], t["model"], str(t["tokens"]), t["usd"]] for t in data["teams"]]
+        echo_table(["TEAM", "MODEL", "TOKENS", "$"], teams)
+    else:
+        click.echo("per team: no usage recorded (the gateway's usage store is not connected)")
 
 
 # --- rollback -----------------------------------------------------------------------------------------------
@@ -219,7 +220,8 @@ def rollback(name: str, to: str | None, yes: bool, environment: str | None, cata
     if not yes:
         click.confirm("Roll back?", abort=True)
     result = do_rollback(client, spec, target, history)
-    click.echo(f"{spec.name}: rolled back to v{result.to_version}" + (f" ({result.modal_said})" if result.modal_said else ""))
+    said = f" ({result.modal_said})" if result.modal_said else ""
+    click.echo(f"{spec.name}: rolled back to v{result.to_version}{said}")
 
 
 COMMANDS = [logs, cost, rollback]
