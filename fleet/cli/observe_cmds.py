@@ -14,7 +14,8 @@ from .common import CATALOG_OPTION, ENV_OPTION, JSON_OPTION, _client, _rendered,
 @CATALOG_OPTION
 @JSON_OPTION
 def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
-    """Per model: deployed or not, in sync with the catalog or not, URL, GPU, last deploy.
+    """Per model: deployed or not, in sync with the catalog or not, URL, GPU, last deploy; and live: containers
+    now, requests and errors in the last hour, the last cold start (restored or booted), the snapshot's state.
 
     \b
     Example:
