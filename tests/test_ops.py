@@ -277,6 +277,13 @@ def test_logs_follow_streams_until_the_app_stops(deployed) -> None:
     assert deployed.calls("AppGetLogs")
 
 
+def test_logs_of_a_quiet_model_say_how_to_look_further_back(deployed) -> None:
+    deployed.add_log("fleet-gamma", "from yesterday", container="ta-1", at=time.time() - 86400 + 60)
+    quiet = fleet("logs", "gamma")
+    assert quiet.exit_code == 0 and quiet.stdout == "" and "try --since 1d" in quiet.stderr
+    assert "from yesterday" in fleet("logs", "gamma", "--since", "1d").stdout
+
+
 def test_logs_usage_errors(deployed) -> None:
     assert fleet("logs", "alpha", "--follow", "--since", "1h").exit_code == 2
     bad = fleet("logs", "alpha", "--since", "yesterday-ish")

@@ -60,11 +60,16 @@ def logs(name: str, since: str | None, follow: bool, environment: str | None, ca
     catalog, spec = _one_spec(catalog_dir, name)
     start = None if follow else parse_since(since or "1h")
     client = _client(catalog, environment)
+    printed = 0
     try:
         for line in log_lines(client, spec, since=start, follow=follow):
             click.echo(json.dumps(line.as_dict()) if as_json else _log_text(line))
+            printed += 1
     except KeyboardInterrupt:
         pass
+    if not printed and start is not None:
+        click.echo(f"no log lines since {start:%Y-%m-%d %H:%M} UTC (a model scaled to zero logs nothing): "
+                   "try --since 1d", err=True)
 
 
 # --- cost ---------------------------------------------------------------------------------------------------
