@@ -11,14 +11,19 @@ import json
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from urllib.parse import urlparse
 
-from .errors import ModalUnavailable
+from .errors import FleetError, ModalUnavailable
 from .render import TAG_MANAGED
 
 CONNECT_TIMEOUT = 5.0
@@ -35,7 +40,223 @@ class DeployedApp:
     deployed_at: datetime | None
 
 
-class ModalClient:
+# --- operating the fleet: stats, logs, history, rollback, billing (fleet/observe.py) ------------------------
+# Modal's answers are turned into the small frozen types below, so nothing past this seam sees a modal type,
+# and Modal's errors into FleetErrors that name the app.
+
+
+@dataclass(frozen=True)
+class AppCounts:
+    """One app's traffic over a window (`modal app stats`). `has_data` is Modal's own test: any request,
+    call or container at all in the window; without it the zeros mean "Modal has nothing", not "zero"."""
+
+    requests: int
+    failed: int
+    containers: int
+    container_errors: int
+    has_data: bool
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: datetime
+    text: str  # as Modal sent it: not redacted yet (fleet/observe.py redacts before anything prints it)
+    container: str  # "ta-..." or "" when Modal did not say
+    source: str  # stdout | stderr | system
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One version in an app's deployment history."""
+
+    version: int
+    deployed_at: datetime | None
+    deployed_by: str
+    client_version: str
+    rollback_of: int | None  # the version this one rolled back to, when it is a rollback
+    current: bool
+
+
+@dataclass(frozen=True)
+class BillingRow:
+    """One app's cost in one interval of the workspace's billing report."""
+
+    app_id: str
+    app_name: str
+    environment: str
+    interval_start: datetime
+    cost: Decimal
+    by_resource: dict[str, Decimal]
+    tags: dict[str, str]
+
+
+class AppNotDeployed(FleetError):
+    pass
+
+
+@contextmanager
+def _modal_errors(what: str) -> Iterator[None]:
+    """Modal's errors for one call, as a FleetError that says what was being done."""
+    from modal.exception import NotFoundError
+
+    try:
+        yield
+    except FleetError:
+        raise
+    except NotFoundError as exc:
+        raise AppNotDeployed(f"{what}: not found on Modal ({exc})") from None
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("modal", "grpclib")):
+            raise
+        raise ModalUnavailable(f"{what}: {describe_error(exc)}") from None
+
+
+class OpsMixin:
+    """The calls `fleet status` (live columns), `logs`, `cost` and `rollback` make; part of ModalClient."""
+
+    environment: str | None
+
+    def _ops_app(self, app_name: str) -> Any:
+        """The deployed app's handle (every call on it needs its id). The first miss lists every live app
+        of the environment in one call, so a status of 50 models costs one listing, not 50 lookups."""
+        import modal
+
+        cache: dict[str, Any] = self.__dict__.setdefault("_ops_apps", {})
+        with self.__dict__.setdefault("_ops_lock", threading.Lock()):
+            if app_name not in cache and not self.__dict__.get("_ops_listed"):
+                self.__dict__["_ops_listed"] = True
+                with _modal_errors("listing the environment's apps"):
+                    environment = modal.Environment.from_name(self._environment_name())  # type: ignore[attr-defined]
+                    cache.update({app.name: app for app in environment.apps.list() if app.name})
+        if app_name not in cache:  # not live: the lookup says why, in Modal's words
+            with _modal_errors(f"app {app_name}"):
+                cache[app_name] = modal.App.lookup(app_name, environment_name=self.environment)
+        return cache[app_name]
+
+    def running_containers(self) -> dict[str, int]:
+        """Containers running now, per deployed app of the environment: one call for the whole fleet."""
+        from modal.experimental import list_deployed_apps
+
+        with _modal_errors("listing running containers"):
+            listed = list_deployed_apps(self._environment_name())  # type: ignore[attr-defined]
+            return {info.name: info.containers for info in listed}
+
+    def app_counts(self, app_name: str, since: datetime, until: datetime) -> AppCounts:
+        app = self._ops_app(app_name)
+        with _modal_errors(f"stats of {app_name}"):
+            stats = app.stats(since=since, until=until)
+        servers, functions = stats.servers.total, stats.functions.total
+        traffic = [servers.requests.total, servers.requests.failed, functions.calls.total, functions.calls.failed]
+        containers = [servers.containers, functions.containers]
+        return AppCounts(
+            requests=servers.requests.total + functions.calls.total,
+            failed=servers.requests.failed + functions.calls.failed,
+            containers=sum(c.total for c in containers),
+            container_errors=sum(c.errors for c in containers),
+            has_data=any(traffic) or any(c.total or c.errors for c in containers),
+        )
+
+    def search_logs(self, app_name: str, since: datetime, text: str) -> list[LogLine]:
+        """The app's lines since `since` that contain `text` (Modal filters them: few lines, one round trip
+        or two, where reading every line of a busy model would take seconds)."""
+        app = self._ops_app(app_name)
+        with _modal_errors(f"logs of {app_name}"):
+            return [_log_line(entry) for entry in app.logs.fetch(since=since, search_text=text)]
+
+    def logs_between(self, app_name: str, since: datetime, until: datetime | None = None) -> Iterator[LogLine]:
+        app = self._ops_app(app_name)
+        with _modal_errors(f"logs of {app_name}"):
+            for entry in app.logs.fetch(since=since, until=until):
+                yield _log_line(entry)
+
+    def follow_logs(self, app_name: str) -> Iterator[LogLine]:
+        """New log lines as they come, until the app stops (or the user interrupts)."""
+        app = self._ops_app(app_name)
+        with _modal_errors(f"logs of {app_name}"):
+            for entry in app.logs.stream():
+                yield _log_line(entry)
+
+    def deployment_history(self, app_name: str) -> list[Deployment]:
+        """Newest first. modal 1.6 has no Python API for it; `modal app history` is public, so it is used."""
+        args = ["app", "history", app_name, "--json"] + (["--env", self.environment] if self.environment else [])
+        try:
+            rows = json.loads(self._modal_cli(*args))  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise ModalUnavailable(f"`modal app history` did not print JSON: {exc}") from None
+        found = [_deployment(row) for row in rows]
+        newest = max((d.version for d in found), default=0)
+        return sorted(
+            (Deployment(**{**d.__dict__, "current": d.version == newest}) for d in found),
+            key=lambda d: d.version,
+            reverse=True,
+        )
+
+    def rollback(self, app_name: str, version: int | None) -> str:
+        """Redeploy an earlier version through `modal app rollback` (the previous one when `version` is
+        None); returns what Modal printed (its last line names the deployment's page)."""
+        args = ["app", "rollback", app_name] + ([f"v{version}"] if version is not None else [])
+        args += ["--env", self.environment] if self.environment else []
+        out = self._modal_cli(*args)  # type: ignore[attr-defined]
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def set_app_tag(self, app_name: str, key: str, value: str) -> None:
+        """Change one tag, keeping the others (tags are sent whole)."""
+        app = self._ops_app(app_name)
+        with _modal_errors(f"tags of {app_name}"):
+            tags = dict(app.get_tags())
+            tags[key] = value
+            app.set_tags(tags)
+
+    def billing_report(self, start: datetime, end: datetime, tag_names: list[str]) -> list[BillingRow]:
+        """The workspace's daily cost per app in [start, end), with the given tags (`modal billing report`)."""
+        import modal
+
+        with _modal_errors("billing report"):
+            items = modal.Workspace.from_context().billing.report(
+                start=start, end=end, resolution="d", tag_names=tag_names
+            )
+        return [
+            BillingRow(
+                app_id=item.object_id,
+                app_name=item.description,
+                environment=item.environment_name,
+                interval_start=item.interval_start,
+                cost=item.cost,
+                by_resource=dict(item.cost_by_resource),
+                tags=dict(item.tags),
+            )
+            for item in items
+        ]
+
+    def billing_rates(self) -> dict[str, Decimal]:
+        """The workspace's current prices (`modal billing rates`), by Modal's resource name."""
+        import modal
+
+        with _modal_errors("billing rates"):
+            rates = modal.Workspace.from_context().billing.rates()
+            return {key: rates[key] for key in rates}
+
+
+def _deployment(row: dict[str, Any]) -> Deployment:
+    """One row of `modal app history --json`: {"version": "v3", "time_deployed": "2026-...+00:00", ...}."""
+    stamp = row.get("time_deployed")
+    return Deployment(
+        version=int(str(row.get("version", "v0")).lstrip("v") or 0),
+        deployed_at=datetime.fromisoformat(stamp) if stamp else None,
+        deployed_by=str(row.get("deployed_by") or ""),
+        client_version=str(row.get("client") or ""),
+        rollback_of=None,
+        current=False,
+    )
+
+
+def _log_line(entry: Any) -> LogLine:
+    container = next((c for c in entry.context_ids if c.startswith("ta-")), "")
+    return LogLine(entry.timestamp, entry.message.rstrip("\n"), container, entry.source)
+
+
+class ModalClient(OpsMixin):
     """Modal, as fleet needs it. One instance per command; safe to call from several threads."""
 
     def __init__(self, environment: str | None) -> None:
@@ -191,5 +412,6 @@ def describe_error(exc: BaseException) -> str:
     """A failed Modal call, named by its kind: the first line goes in tables, all of it at the end."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
 
 

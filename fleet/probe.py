@@ -48,6 +48,11 @@ SMOKE_MAX_TOKENS = 16
 
 Progress = Callable[[str], None]
 MakeCold = Callable[[], int]  # stops every running container of the model; returns how many it stopped
+Restored = Callable[[float], "bool | None"]  # did the cold start begun then restore? (from the logs; None: unknown)
+SNAPSHOT_ALPHA_HINT = (
+    "GPU memory snapshots are an alpha feature that Modal enables per workspace: if cold starts stay slow, ask "
+    "Modal (support or your shared Slack channel) to enable GPU memory snapshots for this workspace"
+)
 
 
 class ProbeError(FleetError):
@@ -484,6 +489,7 @@ def prime(
     target: float | None = None,
     max_failures: int = 2,
     progress: Progress | None = None,
+    restored: Restored | None = None,
 ) -> PrimeReport:
     """Drive cold starts until Modal restores the model from its snapshot.
 
@@ -492,11 +498,16 @@ def prime(
     `target` seconds when given (a model whose snapshot is already in use never shows a drop). Primed: the
     last `hold` attempts were all fast. Failing: `max_failures` attempts in a row got an error or a 5xx,
     which is what a restore that crashes on start looks like; there is no point in looping on it.
+
+    `restored(began)`, when given, reads the model's logs: True when the cold start that began at `began`
+    (epoch seconds) restored from the snapshot, False when it booted, None when the logs do not tell. What
+    the logs say wins over the timings, so a model primed before is reported in use without `target`.
     """
     say = progress or (lambda message: None)
     attempts: list[Attempt] = []
     streak = failures = 0
     slowest = 0.0
+    from_logs: list[bool] = []  # what the logs said of each successful attempt, where they said anything
     for number in range(1, max_attempts + 1):
         try:
             stopped = make_cold()
@@ -504,6 +515,7 @@ def prime(
             message = f"could not stop its containers before cold start {number}: {exc}"
             say(message)
             return PrimeReport(endpoint, tuple(attempts), ERROR, message)
+        began = time.time()
         timing = timed_chat(client, endpoint, max_tokens=1)
         if not timing.ok:
             failures += 1
@@ -516,21 +528,31 @@ def prime(
         failures = 0
         seconds = timing.ttft if timing.ttft is not None else timing.total
         fast = (slowest > 0 and seconds <= ratio * slowest) or (target is not None and seconds <= target)
+        seen = restored(began) if restored is not None else None
+        if seen is not None:
+            fast = seen
+            from_logs.append(seen)
         streak = streak + 1 if fast else 0
         slowest = max(slowest, seconds)
         attempts.append(Attempt(number, stopped, timing, fast))
         say(
             f"cold start {number}/{max_attempts}: stopped {stopped} container(s), first token in {seconds:.1f}s"
             + (" (fast)" if fast else "")
+            + ("" if seen is None else " (logs: restored)" if seen else " (logs: booted, no restore)")
         )
         if streak >= hold:
             held = [_seconds(a) for a in attempts[-hold:]]
-            message = (
-                f"snapshot in use: cold start {_span(held)}, down from {slowest:.1f}s, "
-                f"after {number} cold start(s)"
-            )
+            how = "restored from the snapshot (in the logs)" if from_logs[-hold:] == [True] * hold else "cold start"
+            down = f", down from {slowest:.1f}s" if slowest > max(held) * 1.2 else ""
+            message = f"snapshot in use: {how} {_span(held)}{down}, after {number} cold start(s)"
             return PrimeReport(endpoint, tuple(attempts), PRIMED, message)
-    return PrimeReport(endpoint, tuple(attempts), UNPROVEN, _unproven_message(attempts, hold))
+    message = _unproven_message(attempts, hold)
+    if from_logs and not any(from_logs):
+        message = (
+            f"the logs show {len(from_logs)} cold start(s) and not one restore from the snapshot. "
+            + SNAPSHOT_ALPHA_HINT
+        )
+    return PrimeReport(endpoint, tuple(attempts), UNPROVEN, message)
 
 
 def _seconds(attempt: Attempt) -> float:

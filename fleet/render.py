@@ -38,6 +38,10 @@ IMAGE_ENV = {
 TAG_MANAGED = "fleet-managed"
 TAG_SPEC_HASH = "fleet-spec-hash"
 TAG_CATALOG_FILE = "fleet-catalog-file"
+# For `fleet cost`: Modal's billing report groups an app's cost by these (the app name alone would do until
+# a model is renamed or two fleets share a workspace).
+TAG_MODEL = "fleet-model"
+TAG_PREFIX = "fleet-prefix"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ def app_tags(spec: ModelSpec, spec_hash: str | None = None) -> dict[str, str]:
     Modal allows only letters, digits, '-', '.' and '_' in tag values: the file's name, not its path.
     """
     tags = {TAG_MANAGED: "true", TAG_CATALOG_FILE: Path(spec.source).name}
+    tags.update({TAG_MODEL: spec.name, TAG_PREFIX: spec.settings.prefix})
     if spec_hash is not None:
         tags[TAG_SPEC_HASH] = spec_hash
     return tags

@@ -47,6 +47,10 @@ try:  # imported as a top-level module (tests/ on sys.path) or as part of the te
     from fake_modal_dict import DictMixin
 except ImportError:  # pragma: no cover
     from .fake_modal_dict import DictMixin
+try:
+    from fake_modal_ops import FakeModalOps
+except ImportError:  # tests/ imported as a package
+    from .fake_modal_ops import FakeModalOps
 
 DEFAULT_ENVIRONMENT = "main"
 DEFAULT_WORKSPACE = "fleet-test"
@@ -136,7 +140,7 @@ class _DeployFailure:
     status: Status
 
 
-class FakeModal(DictMixin, ModalClientBase):
+class FakeModal(DictMixin, FakeModalOps, ModalClientBase):
     """Fake Modal control plane served by grpclib in a background thread."""
 
     def __init__(
@@ -262,6 +266,7 @@ class FakeModal(DictMixin, ModalClientBase):
             self._reset_dicts()
             self._call_failures: dict[tuple[str, str], tuple[str, BaseException | None]] = {}
             self._function_call_state: dict[str, _FakeFunctionCall] = {}  # fc-... -> call
+            self._reset_ops()
 
     # ------------------------------------------------------------------ knobs and helpers
 

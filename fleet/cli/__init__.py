@@ -12,11 +12,11 @@ from typing import Any
 import click
 
 from ..errors import CatalogInvalid, FleetError
-from . import catalog_cmds, deploy_cmds, gateway_cmds, lock_cmds, observe_cmds, probe_cmds, serve_cmds
+from . import catalog_cmds, deploy_cmds, gateway_cmds, lock_cmds, observe_cmds, ops_cmds, probe_cmds, serve_cmds
 from .common import print_problems
 
 # One line per command module; a new family of commands is a new module and one entry here.
-COMMAND_MODULES = (catalog_cmds, deploy_cmds, observe_cmds, probe_cmds, serve_cmds, gateway_cmds, lock_cmds)
+COMMAND_MODULES = (catalog_cmds, deploy_cmds, observe_cmds, probe_cmds, serve_cmds, gateway_cmds, lock_cmds, ops_cmds)
 
 class FleetGroup(click.Group):
     """Funnels the user's mistakes into one `error: ...` line and exit code 1; bugs keep their traceback."""

@@ -14,7 +14,8 @@ from .common import CATALOG_OPTION, ENV_OPTION, JSON_OPTION, _client, _rendered,
 @CATALOG_OPTION
 @JSON_OPTION
 def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
-    """Per model: deployed or not, in sync with the catalog or not, URL, GPU, last deploy.
+    """Per model: deployed or not, in sync with the catalog or not, URL, GPU, last deploy; and live: containers
+    now, requests and errors in the last hour, the last cold start (restored or booted), the snapshot's state.
 
     \b
     Example:
@@ -26,12 +27,30 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
     catalog, apps = _rendered(catalog_dir, (), gateway=True)
     client = _client(catalog, environment)
     prefix = catalog.settings.prefix
-    rows = status_rows(make_plan(apps, client.deployed_apps(prefix), orphans_of=prefix), client)
+    # The live side (fleet/observe.py): containers, traffic, cold starts, snapshot state, looked up in
+    # parallel, and meanwhile the plan rows.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..observe import LIVE_HEADER, live_cells, live_notes, live_status
+
+    deployed_apps = client.deployed_apps(prefix)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="live") as background:
+        specs = [a.spec for a in apps if a.spec.app_name in deployed_apps]
+        live_rows = background.submit(live_status, client, specs)
+        rows = status_rows(make_plan(apps, deployed_apps, orphans_of=prefix), client)
+        live = live_rows.result()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        merged = [{**r, "live": live[r["name"]].as_dict() if r["name"] in live else None} for r in rows]
+        click.echo(json.dumps(merged, indent=2))
         return
-    table = [[r["name"], r["state"], r["gpu"] or "", r["deployed_at"] or "", r["url"] or ""] for r in rows]
-    echo_table(["NAME", "STATE", "GPU", "DEPLOYED AT", "URL"], table)
+    table = [
+        [r["name"], r["state"], r["gpu"] or "", r["deployed_at"] or "", *live_cells(live.get(r["name"])),
+         r["url"] or ""]
+        for r in rows
+    ]
+    echo_table(["NAME", "STATE", "GPU", "DEPLOYED AT", *LIVE_HEADER, "URL"], table)
+    for note in live_notes(live):
+        click.echo(f"note: {note}", err=True)
 
 
 @click.command()

@@ -94,6 +94,15 @@ def _container_stopper(client: Any, app_name: str) -> Callable[[], int]:
     return lambda: stop_all(lambda: client.containers(app_name), client.stop_container)
 
 
+def _restore_seen(client: Any, spec: Any) -> Callable[[float], bool | None]:
+    """For `prime`: whether the cold start begun at an epoch time restored from the snapshot, from the logs."""
+    from datetime import datetime, timezone
+
+    from ..observe import last_restore_seen
+
+    return lambda began: last_restore_seen(client, spec, datetime.fromtimestamp(began - 5, timezone.utc))
+
+
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
@@ -240,6 +249,7 @@ def prime(
             max_attempts=max_cold_starts,
             target=target,
             progress=say,
+            restored=_restore_seen(client, spec),
         )
 
     with http_client(timeout, connections=2 * parallel) as http:
