@@ -6,33 +6,51 @@ load it). Tests point that client at a local fake of Modal's gRPC server, so not
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from .errors import ModalUnavailable
-from .render import TAG_MANAGED
+from .errors import FleetError, ModalError, ModalUnavailable
+from .state import LOCK_DICT, TAG_MANAGED, DeployedApp, LockHolder, ScalingValues
+
+__all__ = ["DeployedApp", "ModalClient", "describe_error", "import_app_module"]
 
 CONNECT_TIMEOUT = 5.0
 CLI_TIMEOUT = 120.0
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class DeployedApp:
-    """What Modal knows about one deployed app of the fleet."""
+def translated(method: _F) -> _F:
+    """Modal's and gRPC's own exceptions leave the seam as fleet's ModalError (a FleetError), named by their
+    kind: callers and the CLI never need to know the modal package's exception tree."""
 
-    name: str
-    app_id: str
-    tags: dict[str, str]
-    deployed_at: datetime | None
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except FleetError:
+            raise
+        except Exception as exc:
+            if not _is_modal_error(exc):
+                raise
+            raise ModalError(describe_error(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _is_modal_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in ("modal", "grpclib", "synchronicity") or isinstance(
+        exc, (TimeoutError, ConnectionError)
+    )
 
 
 class ModalClient:
@@ -60,6 +78,7 @@ class ModalClient:
         except OSError as exc:
             raise ModalUnavailable(f"cannot reach Modal at {config.get('server_url')}: {exc}") from None
 
+    @translated
     def missing_secrets(self, names: list[str]) -> list[str]:
         import modal
         from modal.exception import NotFoundError
@@ -74,6 +93,7 @@ class ModalClient:
 
     # --- reading state ---
 
+    @translated
     def deployed_apps(self, prefix: str) -> dict[str, DeployedApp]:
         """Every app of this fleet (`prefix`) in the environment that fleet deployed, by app name."""
         import modal
@@ -93,6 +113,7 @@ class ModalClient:
             found = [d for d in pool.map(describe, ours) if d is not None]
         return {d.name: d for d in found}
 
+    @translated
     def web_url(self, app_name: str, class_name: str) -> str | None:
         """The app's endpoint URL, or None when the app (or its class) is not there."""
         import modal
@@ -106,17 +127,102 @@ class ModalClient:
 
     # --- changing state ---
 
-    def deploy(self, path: Path, module_name: str, class_name: str, tags: dict[str, str]) -> str | None:
+    @translated
+    def deploy(
+        self,
+        path: Path,
+        module_name: str,
+        class_name: str,
+        tags: dict[str, str],
+        *,
+        pending_tags: dict[str, str] | None = None,
+    ) -> str | None:
         """Deploy one rendered app file; record `tags` on it (a redeploy does not send constructor tags).
 
-        Returns the web endpoint's URL.
+        With `pending_tags`, an app already deployed is first marked with them: if that write fails, nothing
+        is deployed; if the deploy or the final write fails, the app stays marked pending, so the next plan
+        never takes it for what the catalog says. Returns the web endpoint's URL.
         """
+        import modal
+        from modal.exception import NotFoundError
+
         module = import_app_module(path, module_name)
         app = module.app
+        if pending_tags is not None:
+            try:
+                existing = modal.App.lookup(app.name, environment_name=self.environment)
+            except NotFoundError:
+                existing = None  # a new app is created with pending constructor tags (render.app_tags)
+            if existing is not None:
+                existing.set_tags(pending_tags)
         app.deploy(environment_name=self.environment)
         app.set_tags(tags)
         return getattr(module, class_name)().serve.get_web_url()
 
+    @translated
+    def set_tags(self, app_name: str, tags: dict[str, str]) -> None:
+        """Replace the tags of a deployed app (Modal's set_tags replaces the whole set)."""
+        import modal
+
+        modal.App.lookup(app_name, environment_name=self.environment).set_tags(tags)
+
+    @translated
+    def update_autoscaler(self, app_name: str, class_name: str, scaling: ScalingValues) -> ScalingValues:
+        """Change a deployed class's scaling in place: no deploy, the GPU snapshot is kept. Returns the values
+        Modal reports back. (A later deploy resets Modal's override to the source's values, which carry the
+        same numbers: the rendered source is always rendered from the catalog.)"""
+        import warnings
+
+        import modal
+        from modal.exception import DeprecationError
+
+        # modal 1.6.4's Cls-instance update_autoscaler (the class API, not deprecated) calls the deprecated
+        # Function.update_autoscaler inside (modal/cls.py), which would print a deprecation warning to users.
+        warnings.filterwarnings("ignore", message="`Function.update_autoscaler", category=DeprecationError)
+        cls = modal.Cls.from_name(app_name, class_name, environment_name=self.environment)
+        now = cls().update_autoscaler(
+            min_containers=scaling.min_containers,
+            max_containers=scaling.max_containers,
+            scaledown_window=scaling.scaledown_window,
+        )
+        return ScalingValues(
+            int(now.min_containers or 0), int(now.max_containers or 0), int(now.scaledown_window or 0)
+        )
+
+    # --- the deploy lock (a Modal Dict: its put-if-absent is atomic on the server) ---
+
+    @translated
+    def acquire_lock(self, key: str, holder: LockHolder) -> LockHolder | None:
+        """Take the lock `key` for `holder`; None when taken, else whoever holds it now."""
+        locks = self._locks()
+        if locks.put(key, holder.as_dict(), skip_if_exists=True):
+            return None
+        current = locks.get(key)
+        if current is None:  # released between the two calls: try once more
+            return None if locks.put(key, holder.as_dict(), skip_if_exists=True) else LockHolder.from_dict(locks.get(key))
+        return LockHolder.from_dict(current)
+
+    @translated
+    def release_lock(self, key: str, holder: LockHolder) -> bool:
+        """Release `key` if `holder` (by its token) still holds it; another's lock is never removed."""
+        locks = self._locks()
+        current = locks.get(key)
+        if current is None or LockHolder.from_dict(current).token != holder.token:
+            return False
+        locks.pop(key, None)
+        return True
+
+    @translated
+    def break_lock(self, key: str, stale: LockHolder) -> bool:
+        """Remove a stale lock, only if it is still the one that was judged stale (same token)."""
+        return self.release_lock(key, stale)
+
+    def _locks(self) -> Any:
+        import modal
+
+        return modal.Dict.from_name(LOCK_DICT, environment_name=self.environment, create_if_missing=True)
+
+    @translated
     def fetch_weights(self, app_name: str) -> str:
         """Run the deployed app's CPU download function: weights land in the shared cache before a GPU waits."""
         import modal
@@ -124,6 +230,7 @@ class ModalClient:
         download = modal.Function.from_name(app_name, "download_weights", environment_name=self.environment)
         return download.remote()
 
+    @translated
     def stop(self, app_name: str) -> None:
         import modal
 
@@ -132,6 +239,7 @@ class ModalClient:
     # --- containers (`fleet prime`, `fleet bench`) ---
     # modal 1.6 has no public Python API for containers; the `modal container` CLI is public, so it is used.
 
+    @translated
     def containers(self, app_name: str) -> list[str]:
         """Ids of the running containers of a deployed app."""
         import modal
@@ -190,6 +298,8 @@ def import_app_module(path: Path, module_name: str) -> ModuleType:
 def describe_error(exc: BaseException) -> str:
     """A failed Modal call, named by its kind: the first line goes in tables, all of it at the end."""
     text = str(exc).strip()
+    if isinstance(exc, FleetError):  # already translated: its message names the kind
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -7,15 +7,20 @@ data only), so no model id, flag or env value can become code. Same catalog, sam
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from .errors import FleetError
 from .spec import ModelSpec, Settings
+from .state import TAG_CATALOG_FILE, TAG_MANAGED, TAG_SPEC_HASH, ScalingValues
+from .state import app_tags as _state_tags
 
 # templates/ of the checkout (an editable install); a wheel installs it under <prefix>/share/fleet/.
 CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -33,24 +38,91 @@ IMAGE_ENV = {
     "VLLM_CACHE_ROOT": "/root/.cache/vllm",
     "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
 }
-TAG_MANAGED = "fleet-managed"
-TAG_SPEC_HASH = "fleet-spec-hash"
-TAG_CATALOG_FILE = "fleet-catalog-file"
+__all__ = ["TAG_CATALOG_FILE", "TAG_MANAGED", "TAG_SPEC_HASH"]  # re-exported from fleet.state
+# Stand-ins for the live-changeable scaling values when hashing: a change to them alone is no redeploy.
+_MASKED_SCALING = {"min_containers": 0, "max_containers": 0, "scaledown_window": 0}
+# Environment values may be private: tags record only their digest.
+SECRET_KEYS = frozenset({"vllm.env"})
 
 
 @dataclass(frozen=True)
 class RenderedApp:
+    """One model's rendered Modal app, and what the plan compares with the deployed app's tags.
+
+    It answers the plan's app protocol (fleet.plan.PlannedApp): another kind of app (the gateway) can
+    join a plan by answering the same attributes.
+    """
+
     spec: ModelSpec
     source: str
-    spec_hash: str  # of the source and the runtime it ships: what `plan` compares with the deployed tag
+    spec_hash: str  # of the source (scaling masked out) and the runtime it ships
 
     @property
     def filename(self) -> str:
         return f"{self.spec.module_name}.py"
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def app_name(self) -> str:
+        return self.spec.app_name
+
+    @property
+    def module_name(self) -> str:
+        return self.spec.module_name
+
+    @property
+    def class_name(self) -> str:
+        return self.spec.class_name
+
+    @property
+    def catalog_file(self) -> str:
+        return Path(self.spec.source).name
+
+    @property
+    def scaling(self) -> ScalingValues:
+        s = self.spec.scaling
+        return ScalingValues(s.min_containers, s.max_containers, s.scaledown_window)
+
+    @property
+    def snapshot(self) -> bool:
+        return self.spec.snapshot
+
+    @property
+    def gpu_type(self) -> str | None:
+        return self.spec.gpu_type
+
+    @property
+    def gpu_count(self) -> int:
+        return self.spec.gpu_count
+
+    @property
+    def startup_timeout(self) -> int:
+        return self.spec.startup_timeout
+
+    @property
+    def has_weights(self) -> bool:
+        return True
+
+    @property
+    def secret_keys(self) -> frozenset[str]:
+        return SECRET_KEYS
+
+    @property
+    def deploy_keys(self) -> dict[str, str]:
+        return deploy_keys(self.spec)
+
 
 def render_app(spec: ModelSpec) -> RenderedApp:
-    source = _template().render(
+    source = _render_source(spec)
+    masked = replace(spec, scaling=replace(spec.scaling, **_MASKED_SCALING))
+    return RenderedApp(spec=spec, source=source, spec_hash=spec_hash(_render_source(masked)))
+
+
+def _render_source(spec: ModelSpec) -> str:
+    return _template().render(
         spec=spec,
         settings=spec.settings,
         image_ref=image_ref(spec.settings),
@@ -58,18 +130,33 @@ def render_app(spec: ModelSpec) -> RenderedApp:
         tags=app_tags(spec),
         web_startup_timeout=WEB_STARTUP_TIMEOUT,
     )
-    return RenderedApp(spec=spec, source=source, spec_hash=spec_hash(source))
 
 
-def app_tags(spec: ModelSpec, spec_hash: str | None = None) -> dict[str, str]:
-    """Tags Modal keeps on the app: how `plan` recognises fleet's apps and their version.
+def app_tags(spec: ModelSpec) -> dict[str, str]:
+    """The tags an app is created with (Modal applies constructor tags only on creation): managed, its
+    file, and a "pending" hash, so a first deploy that ends half-way is never taken for a finished one.
+    The deploy replaces them with the full record (fleet.state.app_tags) once the app is published."""
+    return _state_tags(catalog_file=Path(spec.source).name, spec_hash="", pending=True)
 
-    Modal allows only letters, digits, '-', '.' and '_' in tag values: the file's name, not its path.
-    """
-    tags = {TAG_MANAGED: "true", TAG_CATALOG_FILE: Path(spec.source).name}
-    if spec_hash is not None:
-        tags[TAG_SPEC_HASH] = spec_hash
-    return tags
+
+def deploy_keys(spec: ModelSpec) -> dict[str, str]:
+    """The catalog keys whose change needs a redeploy, as their deployed values are recorded in tags."""
+    return {
+        "model.id": spec.model_id,
+        "model.revision": spec.revision,
+        "model.max_model_len": str(spec.max_model_len),
+        "model.multi_modal": str(spec.multi_modal).lower(),
+        "model.gated": str(spec.gated).lower(),
+        "gpu": spec.gpu,
+        "gpu.memory_utilization": str(spec.memory_utilization),
+        "vllm.version": spec.settings.vllm_version,
+        "vllm.args": json.dumps(list(spec.vllm_args)),
+        "vllm.fast_boot": str(spec.fast_boot).lower(),
+        "vllm.env": json.dumps(dict(spec.env), sort_keys=True),
+        "snapshot": str(spec.snapshot).lower(),
+        "scaling.max_concurrent_requests": str(spec.scaling.max_concurrent_requests),
+        "timeouts": f"{spec.startup_timeout}.{spec.request_timeout}",
+    }
 
 
 def render_all(specs: list[ModelSpec]) -> list[RenderedApp]:
@@ -89,16 +176,30 @@ def spec_hash(source: str) -> str:
 
 
 def write_apps(apps: list[RenderedApp], out_dir: Path) -> list[Path]:
+    """Write each app atomically (a temporary file, then a rename): a deploy, or an interrupted render,
+    never imports a half-written file. A file whose content is already right is left alone."""
     written = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for app in apps:
             path = out_dir / app.filename
-            path.write_text(app.source, encoding="utf-8")
+            if not (path.is_file() and path.read_text(encoding="utf-8") == app.source):
+                write_atomically(path, app.source)
             written.append(path)
     except OSError as exc:
         raise FleetError(f"cannot write the rendered apps into '{out_dir}': {exc.strerror}") from None
     return written
+
+
+def write_atomically(path: Path, text: str) -> None:
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def stale_files(apps: list[RenderedApp], out_dir: Path, *, prefix: str | None = None) -> list[Path]:

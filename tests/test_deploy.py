@@ -38,7 +38,7 @@ def deployed_functions(fake) -> int:
 def test_deploy_all_then_again_deploys_nothing(fake_modal, catalog: Path) -> None:
     first = fleet("deploy", "--all")
     assert first.exit_code == 0, first.stdout + first.stderr
-    assert "3 deployed, 0 unchanged (skipped), 0 failed" in first.stdout
+    assert "3 deployed, 0 updated live, 0 unchanged (skipped), 0 failed" in first.stdout
     for name in ("alpha", "beta", "gamma"):
         app = fake_modal.app(f"fleet-{name}")
         assert app.state_name == "deployed" and app.tags[TAG_SPEC_HASH]
@@ -47,7 +47,7 @@ def test_deploy_all_then_again_deploys_nothing(fake_modal, catalog: Path) -> Non
     started = time.monotonic()
     second = fleet("deploy", "--all")
     assert second.exit_code == 0
-    assert "0 deployed, 3 unchanged (skipped), 0 failed" in second.stdout
+    assert "0 deployed, 0 updated live, 3 unchanged (skipped), 0 failed" in second.stdout
     assert "[alpha] unchanged, skipped (its snapshot is kept)" in second.stdout
     assert deployed_functions(fake_modal) == creates
     assert time.monotonic() - started < 3
@@ -55,23 +55,36 @@ def test_deploy_all_then_again_deploys_nothing(fake_modal, catalog: Path) -> Non
 
 def test_summary_shows_each_url(fake_modal, catalog: Path) -> None:
     result = fleet("deploy", "--all")
-    table = result.stdout.split("\n\n")[1].splitlines()
+    table = result.stdout.split("\n\n")[2].splitlines()
     assert table[0].split() == ["NAME", "ACTION", "RESULT", "TIME", "URL", "/", "ERROR"]
-    assert table[1].split()[:3] == ["alpha", "new", "deployed"]
+    assert table[1].split()[:3] == ["alpha", "create", "deployed"]
     assert table[1].split()[-1] == "https://fleet-test--fleet-alpha.modal.run"
+
+
+def edit(catalog: Path, name: str, **changes: object) -> None:
+    path = catalog / f"{name}.yaml"
+    entry = yaml.safe_load(path.read_text())
+    entry.update(changes)
+    path.write_text(yaml.safe_dump(entry))
+
+
+def plan_rows(result: Result) -> dict[str, str]:
+    """NAME -> ACTION of a text plan (the table before the summary line)."""
+    lines = result.stdout.splitlines()
+    end = next(i for i, line in enumerate(lines) if " to create, " in line)
+    rows = [line for line in lines[1:end] if not line.startswith("  ")]
+    return {row.split()[0]: row.split("  ")[1].strip() if "  " in row else "" for row in rows}
 
 
 def test_editing_one_file_redeploys_only_that_model(fake_modal, catalog: Path) -> None:
     assert fleet("deploy", "--all").exit_code == 0
-    path = catalog / "beta.yaml"
-    entry = yaml.safe_load(path.read_text())
-    entry["scaling"] = {"max_containers": 3}
-    path.write_text(yaml.safe_dump(entry))
+    edit(catalog, "beta", vllm={"args": ["--max-num-seqs", "8"]})
     plan = fleet("plan", "--all")
-    assert [line.split()[-1] for line in plan.stdout.splitlines()[1:]] == ["unchanged", "changed", "unchanged"]
+    assert [line.split()[1] for line in plan.stdout.splitlines()[1:4]] == ["unchanged", "redeploy", "unchanged"]
+    assert 'beta   redeploy   vllm.args: [] -> ["--max-num-seqs", "8"]' in plan.stdout
     fake_modal.requests.clear()
     result = fleet("deploy", "--all")
-    assert "1 deployed, 2 unchanged (skipped), 0 failed" in result.stdout
+    assert "1 deployed, 0 updated live, 2 unchanged (skipped), 0 failed" in result.stdout
     assert {req.function.function_name for req in fake_modal.calls("FunctionCreate")} == {"Beta.*", "download_weights"}
     assert fake_modal.app("fleet-beta").tags[TAG_SPEC_HASH] != ""
 
@@ -95,20 +108,20 @@ def test_failed_weight_download_is_reported(fake_modal, catalog: Path) -> None:
     result = fleet("deploy", "--all")
     assert result.exit_code == 1
     assert "error: gamma: deployed, but fetching weights failed: RemoteError: 401 Client Error: gated repo" in result.stderr
-    assert "2 deployed, 0 unchanged (skipped), 1 failed" in result.stdout
+    assert "2 deployed, 0 updated live, 0 unchanged (skipped), 1 failed" in result.stdout
 
 
 def test_force_redeploys_everything(fake_modal, catalog: Path) -> None:
     assert fleet("deploy", "--all").exit_code == 0
     result = fleet("deploy", "--all", "--force")
-    assert "3 deployed, 0 unchanged (skipped), 0 failed" in result.stdout
+    assert "3 deployed, 0 updated live, 0 unchanged (skipped), 0 failed" in result.stdout
 
 
 def test_one_failure_leaves_the_others_deployed(fake_modal, catalog: Path) -> None:
     fake_modal.fail_deploy_for("fleet-beta", "GPU quota exceeded for H100")
     result = fleet("deploy", "--all")
     assert result.exit_code == 1
-    assert "2 deployed, 0 unchanged (skipped), 1 failed" in result.stdout
+    assert "2 deployed, 0 updated live, 0 unchanged (skipped), 1 failed" in result.stdout
     assert "error: beta: InvalidError: GPU quota exceeded for H100" in result.stderr
     assert fake_modal.app("fleet-alpha").state_name == "deployed"
     assert fake_modal.app("fleet-gamma").state_name == "deployed"
@@ -151,7 +164,7 @@ def test_dry_run_needs_no_account(catalog: Path, monkeypatch) -> None:
     assert result.exit_code == 0, result.stderr
     assert "Dry run: 3 app(s) rendered into build/apps; nothing deployed." in result.stdout
     assert (catalog.parent / "build/apps/fleet_alpha.py").is_file()
-    assert result.stdout.splitlines()[2].split()[:2] == ["alpha", "deploy"]
+    assert result.stdout.splitlines()[2].split()[:2] == ["alpha", "create?"]
 
 
 def test_dry_run_with_an_account_shows_what_would_be_skipped(fake_modal, catalog: Path) -> None:
@@ -159,8 +172,9 @@ def test_dry_run_with_an_account_shows_what_would_be_skipped(fake_modal, catalog
     fake_modal.requests.clear()
     result = fleet("deploy", "--all", "--dry-run")
     assert result.exit_code == 0
-    rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
-    assert "skip (unchanged)" in rows["alpha"] and "deploy (new)" in rows["beta"]
+    rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()[2:5]}
+    assert rows == {"alpha": "unchanged", "beta": "create", "gamma": "create"}
+    assert "2 to create, 0 to redeploy (0 snapshots lost), 0 to update live, 1 unchanged" in result.stdout
     assert fake_modal.calls("FunctionCreate") == [] and fake_modal.calls("AppPublish") == []
 
 
@@ -187,11 +201,12 @@ def test_plan_finds_an_orphan_and_destroy_stops_it(fake_modal, catalog: Path) ->
     (catalog / "beta.yaml").unlink()
     plan = fleet("plan", "--all")
     rows = [line.split() for line in plan.stdout.splitlines()[1:]]
-    assert rows[-1] == ["fleet-beta", "fleet-beta", "orphaned"]
+    assert rows[2] == ["fleet-beta", "orphan", "not", "in", "the", "catalog"]
+    assert plan.stdout.splitlines()[-1] == "0 to create, 0 to redeploy (0 snapshots lost), 0 to update live, 2 unchanged, 1 orphaned"
     destroyed = fleet("destroy", "--orphans", "--yes")
     assert destroyed.exit_code == 0 and "stopped fleet-beta" in destroyed.stdout
     assert fake_modal.app("fleet-beta").state_name == "stopped"
-    assert "orphaned" not in fleet("plan", "--all").stdout
+    assert "orphan" not in fleet("plan", "--all").stdout
 
 
 def test_destroy_asks_first(fake_modal, catalog: Path) -> None:
@@ -220,6 +235,6 @@ def test_another_prefix_is_never_an_orphan(fake_modal, catalog: Path, tmp_path: 
     other = write_catalog(tmp_path / "other", {"delta": model("delta")}, settings={"prefix": "team2"})
     assert fleet("deploy", "--all", "--catalog", str(other), "--out", str(tmp_path / "other-apps")).exit_code == 0
     assert fleet("deploy", "--all").exit_code == 0
-    assert "orphaned" not in fleet("plan", "--all").stdout
+    assert "orphan" not in fleet("plan", "--all").stdout
     assert fleet("destroy", "--orphans", "--yes").stdout.strip() == "nothing to stop"
     assert fake_modal.app("team2-delta").state_name == "deployed"

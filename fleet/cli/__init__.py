@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import CatalogInvalid, FleetError
+from ..errors import CatalogInvalid, FleetError, ModalError
 from . import catalog_cmds, deploy_cmds, observe_cmds, probe_cmds, serve_cmds
 from .common import print_problems
 
@@ -29,17 +29,11 @@ class FleetGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
         except FleetError as exc:
+            # Modal's own errors arrive here already translated by the Modal seam (fleet.errors.ModalError).
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
-        except Exception as exc:
-            # Modal's own errors (not found, auth, server) are the user's to read, not a traceback.
-            if not type(exc).__module__.startswith(("modal.", "grpclib.")) or (ctx.obj and ctx.obj.get("verbose")):
-                raise
-            from ..modal_api import describe_error
-
-            click.echo(f"error: Modal: {describe_error(exc)}", err=True)
+            prefix = "Modal: " if isinstance(exc, ModalError) else ""
+            click.echo(f"error: {prefix}{exc}", err=True)
             ctx.exit(1)
 
 

@@ -21,12 +21,11 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
       fleet status
       fleet status --json
     """
-    from ..deploy import make_plan, status_rows
+    from ..deploy import read_plan, status_rows
 
     catalog, apps = _rendered(catalog_dir, ())
     client = _client(catalog, environment)
-    prefix = catalog.settings.prefix
-    rows = status_rows(make_plan(apps, client.deployed_apps(prefix), orphans_of=prefix), client)
+    rows = status_rows(read_plan(client, apps, catalog.settings.prefix), client)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -63,5 +62,6 @@ def endpoints(environment: str | None, catalog_dir: Path, as_json: bool) -> None
         return
     echo_table(["NAME", "BASE URL", "MODEL"], [[r["name"], r["base_url"] or "", r["model"]] for r in rows])
     click.echo(f"API key: the value of VLLM_API_KEY in the Modal secret '{catalog.settings.api_key_secret}'")
+
 
 COMMANDS = [status, endpoints]
