@@ -178,7 +178,9 @@ class ModalClient:
 
         # modal 1.6.4's Cls-instance update_autoscaler (the class API, not deprecated) calls the deprecated
         # Function.update_autoscaler inside (modal/cls.py), which would print a deprecation warning to users.
-        warnings.filterwarnings("ignore", message="`Function.update_autoscaler", category=DeprecationError)
+        warnings.filterwarnings(
+            "ignore", message=r".*`Function\.update_autoscaler\(\)` is deprecated", category=DeprecationError
+        )
         cls = modal.Cls.from_name(app_name, class_name, environment_name=self.environment)
         now = cls().update_autoscaler(
             min_containers=scaling.min_containers,

@@ -238,3 +238,88 @@ def test_another_prefix_is_never_an_orphan(fake_modal, catalog: Path, tmp_path: 
     assert "orphan" not in fleet("plan", "--all").stdout
     assert fleet("destroy", "--orphans", "--yes").stdout.strip() == "nothing to stop"
     assert fake_modal.app("team2-delta").state_name == "deployed"
+
+
+# --- live scaling: no deploy, snapshot kept ----------------------------------------------------------------
+
+
+def test_scaling_only_edit_is_applied_live_and_recorded(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    edit(catalog, "alpha", scaling={"min_containers": 1, "max_containers": 3, "scaledown_window": 900})
+    plan = fleet("plan", "--all")
+    assert plan_rows(plan)["alpha"] == "update live"
+    assert "alpha  update live  scaling.min_containers: 0 -> 1; scaling.max_containers: 1 -> 3; " in plan.stdout
+    assert plan.stdout.splitlines()[-1] == "0 to create, 0 to redeploy (0 snapshots lost), 1 to update live, 2 unchanged"
+    fake_modal.requests.clear()
+
+    result = fleet("deploy", "--all")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "0 deployed, 1 updated live, 2 unchanged (skipped), 0 failed" in result.stdout
+    assert fake_modal.calls("AppPublish") == [] and fake_modal.calls("FunctionCreate") == []
+    updates = fake_modal.calls("FunctionUpdateSchedulingParams")
+    assert len(updates) == 1
+    settings = updates[0].settings
+    assert (settings.min_containers, settings.max_containers, settings.scaledown_window) == (1, 3, 900)
+    assert len(fake_modal.function_calls) == 3  # weights already fetched at the first deploy: none again
+    assert fake_modal.app("fleet-alpha").tags["fleet-scaling"] == "1.3.900"
+    again = fleet("plan", "--all", "--detailed-exitcode")
+    assert again.exit_code == 0, again.stdout
+    assert set(plan_rows(again).values()) == {"unchanged"}
+    # the rendered source carries the new values, so a later redeploy keeps them
+    assert "min_containers=1," in (catalog.parent / "build/apps/fleet_alpha.py").read_text()
+
+
+def test_mixed_edit_redeploys_once(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    edit(catalog, "alpha", scaling={"max_containers": 2}, vllm={"fast_boot": True})
+    plan = fleet("plan", "--all")
+    assert "alpha  redeploy   vllm.fast_boot: false -> true; scaling.max_containers: 1 -> 2" in plan.stdout
+    assert "  alpha: redeploy discards its snapshot: 3-5 slow cold starts x up to 1800 s" in plan.stdout
+    fake_modal.requests.clear()
+    result = fleet("deploy", "--all")
+    assert "1 deployed, 0 updated live, 2 unchanged (skipped), 0 failed" in result.stdout
+    assert len(fake_modal.calls("AppPublish")) == 1
+    assert fake_modal.calls("FunctionUpdateSchedulingParams") == []
+    create = [r for r in fake_modal.calls("FunctionCreate") if r.function.function_name == "Alpha.*"][0]
+    assert create.function.autoscaler_settings.max_containers == 2
+    assert set(plan_rows(fleet("plan", "--all")).values()) == {"unchanged"}
+
+
+def test_plan_detailed_exitcode_and_json(fake_modal, catalog: Path) -> None:
+    assert fleet("plan", "--all", "--detailed-exitcode").exit_code == 2
+    assert fleet("deploy", "--all").exit_code == 0
+    assert fleet("plan", "--all", "--detailed-exitcode").exit_code == 0
+    edit(catalog, "beta", scaling={"max_containers": 5})
+    result = fleet("plan", "--all", "--json", "--detailed-exitcode")
+    assert result.exit_code == 2
+    data = __import__("json").loads(result.stdout)
+    assert [i["action"] for i in data["items"]] == ["unchanged", "update live", "unchanged"]
+    assert data["summary"]["text"] == "0 to create, 0 to redeploy (0 snapshots lost), 1 to update live, 2 unchanged"
+
+
+def test_plan_error_exits_1_even_with_detailed_exitcode(catalog: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-x")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-x")
+    monkeypatch.setenv("MODAL_SERVER_URL", "http://127.0.0.1:9")
+    assert fleet("plan", "--all", "--detailed-exitcode").exit_code == 1
+
+
+def test_force_is_a_planning_option(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    plan = fleet("plan", "--all", "--force")
+    assert set(plan_rows(plan).values()) == {"redeploy"}
+    assert "alpha  redeploy  --force" in plan.stdout
+    assert "0 to create, 3 to redeploy (2 snapshots lost), 0 to update live, 0 unchanged" in plan.stdout
+
+
+def test_deploy_prints_the_plan_it_applies(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "alpha").exit_code == 0
+    edit(catalog, "alpha", scaling={"max_containers": 4})
+    result = fleet("deploy", "--all")
+    head = result.stdout.split("\n\n")[0]
+    assert head.splitlines()[1:4] == [
+        "alpha  update live  scaling.max_containers: 1 -> 4",
+        "beta   create       not deployed",
+        "gamma  create       not deployed",
+    ]
+    assert head.splitlines()[-1] == "2 to create, 0 to redeploy (0 snapshots lost), 1 to update live, 0 unchanged"
