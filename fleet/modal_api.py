@@ -154,9 +154,20 @@ class ModalClient:
             except NotFoundError:
                 existing = None  # a new app is created with pending constructor tags (render.app_tags)
             if existing is not None:
-                existing.set_tags(pending_tags)
+                try:
+                    existing.set_tags(pending_tags)
+                except Exception as exc:
+                    raise ModalError(
+                        f"could not mark the app pending before deploying ({describe_error(exc)}); nothing was deployed"
+                    ) from exc
         app.deploy(environment_name=self.environment)
-        app.set_tags(tags)
+        try:
+            app.set_tags(tags)
+        except Exception as exc:
+            raise ModalError(
+                f"deployed, but recording its state failed ({describe_error(exc)}): it stays marked pending, so "
+                "the next plan redeploys it"
+            ) from exc
         return getattr(module, class_name)().serve.get_web_url()
 
     @translated

@@ -45,8 +45,10 @@ from modal_proto.api_grpc import ModalClientBase
 
 try:  # imported as a top-level module (tests/ on sys.path) or as part of the tests package
     from fake_modal_dict import DictMixin
+    from fake_modal_tags import TagFailuresMixin
 except ImportError:  # pragma: no cover
     from .fake_modal_dict import DictMixin
+    from .fake_modal_tags import TagFailuresMixin
 
 DEFAULT_ENVIRONMENT = "main"
 DEFAULT_WORKSPACE = "fleet-test"
@@ -136,7 +138,7 @@ class _DeployFailure:
     status: Status
 
 
-class FakeModal(DictMixin, ModalClientBase):
+class FakeModal(DictMixin, TagFailuresMixin, ModalClientBase):
     """Fake Modal control plane served by grpclib in a background thread."""
 
     def __init__(
@@ -260,6 +262,7 @@ class FakeModal(DictMixin, ModalClientBase):
             self.function_results: dict[str, Any] = {}  # function name -> value returned by `.remote()`
             self.function_calls: list[tuple[str, str]] = []  # (app_name, function_name) per input, in order
             self._reset_dicts()
+            self._reset_tags()
             self._call_failures: dict[tuple[str, str], tuple[str, BaseException | None]] = {}
             self._function_call_state: dict[str, _FakeFunctionCall] = {}  # fc-... -> call
 
@@ -614,6 +617,7 @@ class FakeModal(DictMixin, ModalClientBase):
         return api_pb2.AppGetTagsResponse(tags=self._app_by_id(req.app_id).tags)
 
     def _rpc_AppSetTags(self, req: api_pb2.AppSetTagsRequest):
+        self._check_set_tags_failure(self._app_by_id(req.app_id).name)
         self._app_by_id(req.app_id).tags = dict(req.tags)
         return empty_pb2.Empty()
 

@@ -323,3 +323,136 @@ def test_deploy_prints_the_plan_it_applies(fake_modal, catalog: Path) -> None:
         "gamma  create       not deployed",
     ]
     assert head.splitlines()[-1] == "2 to create, 0 to redeploy (0 snapshots lost), 1 to update live, 0 unchanged"
+
+
+# --- state never claims what is not deployed ------------------------------------------------------------
+
+
+def test_failed_final_tag_write_leaves_the_app_pending_so_a_revert_is_not_unchanged(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    original = (catalog / "alpha.yaml").read_text()
+    edit(catalog, "alpha", vllm={"args": ["--max-num-seqs", "8"]})
+    fake_modal.fail_set_tags_for("fleet-alpha", "tag service unavailable", calls=(2,))  # 1: pending mark, 2: final
+    result = fleet("deploy", "alpha")
+    assert result.exit_code == 1
+    assert "error: alpha: deployed, but recording its state failed (InvalidError: tag service unavailable)" in result.stderr
+    assert fake_modal.app("fleet-alpha").tags[TAG_SPEC_HASH] == "pending"
+    (catalog / "alpha.yaml").write_text(original)  # back to what the recorded hash said before
+    plan = fleet("plan", "--all")
+    assert plan_rows(plan)["alpha"] == "redeploy"  # Modal runs the edited version: never "unchanged"
+    assert "state: pending -> a deploy did not record its end" in plan.stdout
+    fake_modal.clear_failures()
+    fake_modal._reset_tags()
+    assert fleet("deploy", "alpha").exit_code == 0
+    assert set(plan_rows(fleet("plan", "--all")).values()) == {"unchanged"}
+
+
+def test_failed_pending_mark_deploys_nothing(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    edit(catalog, "alpha", vllm={"args": ["--max-num-seqs", "8"]})
+    recorded = dict(fake_modal.app("fleet-alpha").tags)
+    fake_modal.fail_set_tags_for("fleet-alpha", "tag service unavailable", calls=(1,))
+    fake_modal.requests.clear()
+    result = fleet("deploy", "alpha")
+    assert result.exit_code == 1
+    assert "could not mark the app pending before deploying (InvalidError: tag service unavailable); nothing was deployed" in result.stderr
+    assert fake_modal.calls("AppPublish") == []
+    assert fake_modal.app("fleet-alpha").tags == recorded  # still true: Modal runs what they say
+    assert plan_rows(fleet("plan", "alpha"))["alpha"] == "redeploy"
+
+
+def test_failed_publish_of_a_new_app_is_never_taken_for_deployed(fake_modal, catalog: Path) -> None:
+    fake_modal.fail_deploy_for("fleet-beta", "GPU quota exceeded for H100")
+    assert fleet("deploy", "--all").exit_code == 1
+    fake_modal.clear_failures()
+    assert plan_rows(fleet("plan", "--all"))["beta"] in ("create", "redeploy")
+
+
+def test_failed_weight_prefetch_is_retried_alone_by_the_next_deploy(fake_modal, catalog: Path) -> None:
+    fake_modal.fail_call_for("fleet-gamma", "download_weights", "503 hub unavailable")
+    assert fleet("deploy", "--all").exit_code == 1
+    assert fake_modal.app("fleet-gamma").tags["fleet-weights"] == "pending"
+    plan = fleet("plan", "--all")
+    assert plan_rows(plan)["gamma"] == "fetch weights"
+    assert plan.stdout.splitlines()[-1].endswith("2 unchanged, 1 to fetch weights")
+    fake_modal.clear_failures()
+    fake_modal.requests.clear()
+    fake_modal.function_calls.clear()
+    result = fleet("deploy", "--all")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "gamma  fetch weights  weights fetched" in result.stdout
+    assert fake_modal.calls("AppPublish") == [] and fake_modal.function_calls == [("fleet-gamma", "download_weights")]
+    assert fake_modal.app("fleet-gamma").tags["fleet-weights"] == "ok"
+    assert fleet("plan", "--all", "--detailed-exitcode").exit_code == 0
+
+
+def test_skip_weights_is_recorded_and_not_nagged_about(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "alpha", "--skip-weights").exit_code == 0
+    assert fake_modal.app("fleet-alpha").tags["fleet-weights"] == "skipped"
+    assert plan_rows(fleet("plan", "alpha"))["alpha"] == "unchanged"
+
+
+# --- one deploy per fleet at a time -----------------------------------------------------------------------
+
+
+def _fleet_process(catalog: Path, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    fleet_bin = str(Path(sys.executable).with_name("fleet"))
+    command = [fleet_bin] if Path(fleet_bin).exists() else [sys.executable, "-m", "fleet.cli"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.Popen(
+        [*command, *args, "--catalog", str(catalog)], cwd=catalog.parent, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_two_deploys_at_once_one_waits_out_with_the_holder_named(fake_modal, catalog: Path) -> None:
+    fake_modal.deploy_delay = 3.0
+    first = _fleet_process(catalog, "deploy", "--all")
+    deadline = time.monotonic() + 30
+    while not fake_modal.dict_entries("fleet-deploy-locks") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = _fleet_process(catalog, "deploy", "--all")
+    out2, err2 = second.communicate(timeout=60)
+    out1, err1 = first.communicate(timeout=60)
+    assert first.returncode == 0, out1 + err1
+    assert second.returncode == 1
+    assert "error: another `fleet deploy` of fleet 'fleet' is running: " in err2
+    assert f"(pid {first.pid}) since " in err2 and "rerun with --break-lock" in err2
+    assert len(fake_modal.calls("AppPublish")) == 3  # each app once: no snapshot lost twice
+    assert fake_modal.dict_entries("fleet-deploy-locks") == {}  # released on exit
+
+
+def test_lock_is_released_after_a_failed_deploy(fake_modal, catalog: Path) -> None:
+    fake_modal.fail_deploy_for("fleet-beta", "GPU quota exceeded for H100")
+    assert fleet("deploy", "--all").exit_code == 1
+    assert fake_modal.dict_entries("fleet-deploy-locks") == {}
+
+
+def _hold_lock(age_s: float) -> None:
+    import modal
+
+    from fleet.state import LOCK_DICT, LockHolder
+
+    holder = LockHolder("ci", "runner-7", 4242, time.time() - age_s, "t0k3n")
+    modal.Dict.from_name(LOCK_DICT, create_if_missing=True).put("fleet", holder.as_dict())
+
+
+def test_stale_lock_is_broken_only_on_request_and_only_when_stale(fake_modal, catalog: Path) -> None:
+    _hold_lock(age_s=120)
+    refused = fleet("deploy", "alpha")
+    assert refused.exit_code == 1
+    assert "is running: ci@runner-7 (pid 4242) since " in refused.stderr and "(2 min ago)" in refused.stderr
+    young = fleet("deploy", "alpha", "--break-lock")
+    assert young.exit_code == 1 and "it is not stale yet (--break-lock needs it older than 60 min)" in young.stderr
+    assert fake_modal.calls("AppPublish") == []
+
+    _hold_lock(age_s=2 * 3600)
+    assert fleet("deploy", "alpha").exit_code == 1
+    broken = fleet("deploy", "alpha", "--break-lock")
+    assert broken.exit_code == 0, broken.stdout + broken.stderr
+    assert len(fake_modal.calls("AppPublish")) == 1
+    assert fake_modal.dict_entries("fleet-deploy-locks") == {}
