@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def plan_rows(result: Result) -> dict[str, str]:
     lines = result.stdout.splitlines()
     end = next(i for i, line in enumerate(lines) if " to create, " in line)
     rows = [line for line in lines[1:end] if not line.startswith("  ")]
-    return {row.split()[0]: row.split("  ")[1].strip() if "  " in row else "" for row in rows}
+    return {re.split(r"\s{2,}", row)[0]: re.split(r"\s{2,}", row)[1] for row in rows}
 
 
 def test_editing_one_file_redeploys_only_that_model(fake_modal, catalog: Path) -> None:
@@ -456,3 +457,60 @@ def test_stale_lock_is_broken_only_on_request_and_only_when_stale(fake_modal, ca
     assert broken.exit_code == 0, broken.stdout + broken.stderr
     assert len(fake_modal.calls("AppPublish")) == 1
     assert fake_modal.dict_entries("fleet-deploy-locks") == {}
+
+
+# --- Ctrl-C means stop -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eight_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return write_catalog(tmp_path / "catalog", {f"m{i}": model(f"m{i}") for i in range(8)})
+
+
+def _interrupt_when_publishing(fake, process, *, in_flight: int, times: int) -> None:
+    import signal
+
+    deadline = time.monotonic() + 60
+    while len(fake.calls("AppPublish")) < in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for _ in range(times):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+
+
+def test_ctrl_c_stops_queueing_lets_in_flight_finish_and_exits_130(fake_modal, eight_models: Path) -> None:
+    fake_modal.deploy_delay = 2.0
+    process = _fleet_process(eight_models, "deploy", "--all", "--parallel", "4")
+    _interrupt_when_publishing(fake_modal, process, in_flight=4, times=1)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, out + err
+    assert "interrupted: nothing new starts; waiting for the deploys in flight" in err
+    assert "cannot schedule new futures" not in out + err and "Traceback" not in err
+    table = out.split("\n\n")[-2].splitlines()
+    results = [line.split()[2] for line in table[1:]]
+    assert sorted(results) == ["cancelled"] * 4 + ["deployed"] * 4
+    assert out.strip().splitlines()[-1] == (
+        "4 deployed, 0 updated live, 0 unchanged (skipped), 0 failed, 4 not done (interrupted)"
+    )
+    assert len(fake_modal.calls("AppPublish")) == 4  # nothing queued started after Ctrl-C
+    assert fake_modal.dict_entries("fleet-deploy-locks") == {}
+    # the interrupted run's apps are recorded as they are: 4 deployed (weights still to fetch), 4 to create
+    plan = fleet("plan", "--all", "--catalog", str(eight_models))
+    assert sorted(plan_rows(plan).values()) == ["create"] * 4 + ["fetch weights"] * 4
+
+
+def test_second_ctrl_c_stops_waiting_without_a_traceback(fake_modal, eight_models: Path) -> None:
+    fake_modal.deploy_delay = 20.0
+    process = _fleet_process(eight_models, "deploy", "--all", "--parallel", "4")
+    started = time.monotonic()
+    _interrupt_when_publishing(fake_modal, process, in_flight=4, times=2)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, out + err
+    assert time.monotonic() - started < 15  # did not wait out the 20 s deploys
+    assert "interrupted again: not waiting for the deploys in flight" in err
+    assert "cannot schedule new futures" not in out + err and "Traceback" not in err
+    results = sorted(line.split()[2] for line in out.split("\n\n")[-2].splitlines()[1:])
+    assert results == ["cancelled"] * 4 + ["interrupted"] * 4
+    assert fake_modal.dict_entries("fleet-deploy-locks") == {}
+    assert len(fake_modal.calls("AppPublish")) == 4
