@@ -6,6 +6,7 @@ load it). Tests point that client at a local fake of Modal's gRPC server, so not
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import json
@@ -13,7 +14,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ __all__ = ["DeployedApp", "ModalClient", "describe_error", "import_app_module"]
 
 CONNECT_TIMEOUT = 5.0
 CLI_TIMEOUT = 120.0
+TAG_READS_IN_FLIGHT = 64
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -101,16 +102,21 @@ class ModalClient:
         environment = modal.Environment.from_name(self._environment_name())
         ours = [app for app in environment.apps.list() if app.name and app.name.startswith(f"{prefix}-")]
 
-        def describe(app: modal.App) -> DeployedApp | None:
-            tags = app.get_tags()
-            if tags.get(TAG_MANAGED) != "true":
-                return None
-            deployed_at = app.info().lifecycle.deployed_at  # the listing already carries it
-            return DeployedApp(app.name, app.app_id, tags, deployed_at)
+        async def tags_of(app: modal.App, slots: asyncio.Semaphore) -> dict[str, str]:
+            async with slots:
+                return await app.get_tags.aio()
 
-        # One tag lookup per app: in parallel, so a large fleet's plan stays quick.
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="tags") as pool:
-            found = [d for d in pool.map(describe, ours) if d is not None]
+        async def all_tags() -> list[dict[str, str]]:
+            # One tag lookup per app (the listing has no tags), all in flight together on one connection:
+            # a 500-model plan waits for one round of requests, not 500 in a row.
+            slots = asyncio.Semaphore(TAG_READS_IN_FLIGHT)
+            return await asyncio.gather(*(tags_of(app, slots) for app in ours))
+
+        found = [
+            DeployedApp(app.name, app.app_id, tags, app.info().lifecycle.deployed_at)  # info(): from the listing
+            for app, tags in zip(ours, asyncio.run(all_tags()))
+            if tags.get(TAG_MANAGED) == "true"
+        ]
         return {d.name: d for d in found}
 
     @translated

@@ -19,8 +19,7 @@ from typing import Any
 
 from .errors import FleetError
 from .spec import ModelSpec, Settings
-from .state import TAG_CATALOG_FILE, TAG_MANAGED, TAG_SPEC_HASH, ScalingValues
-from .state import app_tags as _state_tags
+from .state import PENDING, TAG_CATALOG_FILE, TAG_MANAGED, TAG_SPEC_HASH, ScalingValues
 
 # templates/ of the checkout (an editable install); a wheel installs it under <prefix>/share/fleet/.
 CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -40,7 +39,8 @@ IMAGE_ENV = {
 }
 __all__ = ["TAG_CATALOG_FILE", "TAG_MANAGED", "TAG_SPEC_HASH"]  # re-exported from fleet.state
 # Stand-ins for the live-changeable scaling values when hashing: a change to them alone is no redeploy.
-_MASKED_SCALING = {"min_containers": 0, "max_containers": 0, "scaledown_window": 0}
+# (values no catalog can hold: the schema wants them >= 0, so putting the real ones back is exact)
+_MASKED_SCALING = {"min_containers": -910001, "max_containers": -910002, "scaledown_window": -910003}
 # Environment values may be private: tags record only their digest.
 SECRET_KEYS = frozenset({"vllm.env"})
 
@@ -116,9 +116,16 @@ class RenderedApp:
 
 
 def render_app(spec: ModelSpec) -> RenderedApp:
-    source = _render_source(spec)
-    masked = replace(spec, scaling=replace(spec.scaling, **_MASKED_SCALING))
-    return RenderedApp(spec=spec, source=source, spec_hash=spec_hash(_render_source(masked)))
+    """Render once with stand-ins for the live-changeable scaling values (hashed: the app's identity), then
+    put the real values in their place (the source that is deployed carries them)."""
+    masked = _render_source(replace(spec, scaling=replace(spec.scaling, **_MASKED_SCALING)))
+    source = masked
+    for key, stand_in in _MASKED_SCALING.items():
+        line = f"    {key}={stand_in},\n"
+        if masked.count(line) != 1:  # the template no longer renders the key as expected: a bug, not input
+            raise AssertionError(f"templates/app.py.j2 must render {key!r} once as {line.strip()!r}")
+        source = source.replace(line, f"    {key}={py_literal(getattr(spec.scaling, key))},\n")
+    return RenderedApp(spec=spec, source=source, spec_hash=spec_hash(masked))
 
 
 def _render_source(spec: ModelSpec) -> str:
@@ -133,10 +140,10 @@ def _render_source(spec: ModelSpec) -> str:
 
 
 def app_tags(spec: ModelSpec) -> dict[str, str]:
-    """The tags an app is created with (Modal applies constructor tags only on creation): managed, its
-    file, and a "pending" hash, so a first deploy that ends half-way is never taken for a finished one.
-    The deploy replaces them with the full record (fleet.state.app_tags) once the app is published."""
-    return _state_tags(catalog_file=Path(spec.source).name, spec_hash="", pending=True)
+    """The tags an app is created with (Modal applies constructor tags only on creation): managed, and a
+    "pending" hash, so a first deploy that ends half-way is never taken for a finished one. The deploy
+    replaces them with the full record (fleet.state.tags_for) once the app is published."""
+    return {TAG_MANAGED: "true", TAG_SPEC_HASH: PENDING}
 
 
 def deploy_keys(spec: ModelSpec) -> dict[str, str]:
@@ -169,10 +176,16 @@ def image_ref(settings: Settings) -> str:
 
 def spec_hash(source: str) -> str:
     """What makes a deployed app differ: its source and the runtime files shipped beside it."""
-    digest = hashlib.sha256(source.encode())
+    return hashlib.sha256(source.encode() + _runtime_digest()).hexdigest()[:16]
+
+
+@cache
+def _runtime_digest() -> bytes:
+    """The runtime files, read once per process (a 500-model plan would read them 500 times)."""
+    digest = hashlib.sha256()
     for path in RUNTIME_FILES:
         digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return digest.digest()
 
 
 def write_apps(apps: list[RenderedApp], out_dir: Path) -> list[Path]:

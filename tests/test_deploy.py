@@ -402,7 +402,7 @@ def _fleet_process(catalog: Path, *args: str):
     import sys
 
     fleet_bin = str(Path(sys.executable).with_name("fleet"))
-    command = [fleet_bin] if Path(fleet_bin).exists() else [sys.executable, "-m", "fleet.cli"]
+    command = [fleet_bin]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     return subprocess.Popen(
         [*command, *args, "--catalog", str(catalog)], cwd=catalog.parent, env=env,
