@@ -54,6 +54,15 @@ def _is_modal_error(exc: BaseException) -> bool:
     )
 
 
+def _translating(cls: type) -> type:
+    """Every public method of the seam translates Modal's errors, including methods added later."""
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("_") and callable(value):
+            setattr(cls, name, translated(value))
+    return cls
+
+
+@_translating
 class ModalClient:
     """Modal, as fleet needs it. One instance per command; safe to call from several threads."""
 
@@ -79,7 +88,6 @@ class ModalClient:
         except OSError as exc:
             raise ModalUnavailable(f"cannot reach Modal at {config.get('server_url')}: {exc}") from None
 
-    @translated
     def missing_secrets(self, names: list[str]) -> list[str]:
         import modal
         from modal.exception import NotFoundError
@@ -94,7 +102,6 @@ class ModalClient:
 
     # --- reading state ---
 
-    @translated
     def deployed_apps(self, prefix: str) -> dict[str, DeployedApp]:
         """Every app of this fleet (`prefix`) in the environment that fleet deployed, by app name."""
         import modal
@@ -119,7 +126,6 @@ class ModalClient:
         ]
         return {d.name: d for d in found}
 
-    @translated
     def web_url(self, app_name: str, class_name: str) -> str | None:
         """The app's endpoint URL, or None when the app (or its class) is not there."""
         import modal
@@ -133,7 +139,6 @@ class ModalClient:
 
     # --- changing state ---
 
-    @translated
     def deploy(
         self,
         path: Path,
@@ -176,14 +181,12 @@ class ModalClient:
             ) from exc
         return getattr(module, class_name)().serve.get_web_url()
 
-    @translated
     def set_tags(self, app_name: str, tags: dict[str, str]) -> None:
         """Replace the tags of a deployed app (Modal's set_tags replaces the whole set)."""
         import modal
 
         modal.App.lookup(app_name, environment_name=self.environment).set_tags(tags)
 
-    @translated
     def update_autoscaler(self, app_name: str, class_name: str, scaling: ScalingValues) -> ScalingValues:
         """Change a deployed class's scaling in place: no deploy, the GPU snapshot is kept. Returns the values
         Modal reports back. (A later deploy resets Modal's override to the source's values, which carry the
@@ -210,7 +213,6 @@ class ModalClient:
 
     # --- the deploy lock (a Modal Dict: its put-if-absent is atomic on the server) ---
 
-    @translated
     def acquire_lock(self, key: str, holder: LockHolder) -> LockHolder | None:
         """Take the lock `key` for `holder`; None when taken, else whoever holds it now."""
         locks = self._locks()
@@ -221,7 +223,6 @@ class ModalClient:
             return None if locks.put(key, holder.as_dict(), skip_if_exists=True) else LockHolder.from_dict(locks.get(key))
         return LockHolder.from_dict(current)
 
-    @translated
     def release_lock(self, key: str, holder: LockHolder) -> bool:
         """Release `key` if `holder` (by its token) still holds it; another's lock is never removed."""
         locks = self._locks()
@@ -231,7 +232,6 @@ class ModalClient:
         locks.pop(key, None)
         return True
 
-    @translated
     def break_lock(self, key: str, stale: LockHolder) -> bool:
         """Remove a stale lock, only if it is still the one that was judged stale (same token)."""
         return self.release_lock(key, stale)
@@ -241,7 +241,6 @@ class ModalClient:
 
         return modal.Dict.from_name(LOCK_DICT, environment_name=self.environment, create_if_missing=True)
 
-    @translated
     def fetch_weights(self, app_name: str) -> str:
         """Run the deployed app's CPU download function: weights land in the shared cache before a GPU waits."""
         import modal
@@ -249,7 +248,6 @@ class ModalClient:
         download = modal.Function.from_name(app_name, "download_weights", environment_name=self.environment)
         return download.remote()
 
-    @translated
     def stop(self, app_name: str) -> None:
         import modal
 
@@ -258,7 +256,6 @@ class ModalClient:
     # --- containers (`fleet prime`, `fleet bench`) ---
     # modal 1.6 has no public Python API for containers; the `modal container` CLI is public, so it is used.
 
-    @translated
     def containers(self, app_name: str) -> list[str]:
         """Ids of the running containers of a deployed app."""
         import modal

@@ -514,3 +514,10 @@ def test_second_ctrl_c_stops_waiting_without_a_traceback(fake_modal, eight_model
     assert results == ["cancelled"] * 4 + ["interrupted"] * 4
     assert fake_modal.dict_entries("fleet-deploy-locks") == {}
     assert len(fake_modal.calls("AppPublish")) == 4
+
+
+def test_modal_errors_are_translated_in_the_seam(fake_modal, catalog: Path) -> None:
+    result = fleet("plan", "--all", "--env", "no-such-env")
+    assert result.exit_code == 1
+    assert "error: Modal: NotFoundError: Environment 'no-such-env' not found" in result.stderr
+    assert "Traceback" not in result.stderr
