@@ -75,6 +75,30 @@ def bench_plan_speed(models: int) -> None:
         print(f"fleet plan --all with one scaling edit: {seconds:.2f} s -> {done.stdout.strip().splitlines()[-1]}")
         seconds, _ = fleet(env, catalog, "list")
         print(f"(for scale: `fleet list`, which validates the catalog and talks to no one: {seconds:.2f} s)")
+        done = subprocess.run([sys.executable, "-c", STAGES, str(catalog)], env=env, capture_output=True, text=True)
+        print(f"stages in one process: {done.stdout.strip() or done.stderr[-1500:]}")
+        print(f"load average while measuring (2-core machine shared with other work): {os.getloadavg()[0]:.1f}")
+
+
+# The plan's stages, timed inside one process: wall and this process's CPU (the fake answers in another).
+STAGES = """
+import sys, time
+from pathlib import Path
+t = [time.perf_counter()]; c = [time.process_time()]
+def lap(): t.append(time.perf_counter()); c.append(time.process_time())
+import modal
+from fleet.catalog import check_catalog
+from fleet.deploy import make_plan
+from fleet.modal_api import ModalClient
+from fleet.render import render_all
+lap()
+catalog = check_catalog(Path(sys.argv[1])).catalog; lap()
+apps = render_all(list(catalog.models)); lap()
+client = ModalClient(None); client.require_credentials(); deployed = client.deployed_apps("fleet"); lap()
+plan = make_plan(apps, deployed, orphans_of="fleet"); lap()
+names = ["imports", "validate", "render", "read tags", "make_plan"]
+print(", ".join(f"{n} {t[i+1]-t[i]:.2f} s (cpu {c[i+1]-c[i]:.2f})" for i, n in enumerate(names)), "|", plan.summary())
+"""
 
 
 EDITS: list[tuple[str, str, dict[str, Any] | None]] = [

@@ -175,7 +175,7 @@ def print_plan(the_plan: Any) -> None:
     if total is not None:
         from ..prices import price_note
 
-        click.echo(f"Lost snapshots cost about ${total[0]:.2f}-${total[1]:.2f} in slow cold starts ({price_note()})")
+        click.echo(f"Lost snapshots cost about ${total[0]:.2f}-${total[1]:.2f} in slow cold starts; {price_note()}")
 
 
 def _print_outcomes(applied: Any) -> None:
