@@ -32,6 +32,7 @@ Progress = Callable[[str, str], None]
 class Outcome:
     item: PlanItem
     result: str  # deployed | updated live | weights fetched | skipped | failed | cancelled | interrupted
+    # ("weights pending" only between the two stages of a fetch-weights item)
     seconds: float
     url: str | None = None
     error: str | None = None
@@ -254,6 +255,8 @@ def apply_plan(
         outcome = outcomes[index]
         if outcome.result == "cancelled":
             outcome = Outcome(item, "cancelled", 0.0, error="not started (interrupted)")
+        elif outcome.fetch_next and item.action is Action.FETCH_WEIGHTS:
+            outcome = Outcome(item, "cancelled", 0.0, url=outcome.url, error="not started (interrupted)")
         elif outcome.fetch_next:
             outcome = replace(outcome, fetch_next=False, error="weights not fetched (interrupted): the next plan retries")
         results.append(outcome)
@@ -272,7 +275,10 @@ def _apply_one(item: PlanItem, client: ModalClient, apps_dir: Path, fetch_weight
             return Outcome(item, "skipped", time.monotonic() - started, url=url)
         if item.action is Action.FETCH_WEIGHTS:
             url = client.web_url(item.app_name, app.class_name)
-            return Outcome(item, "deployed", time.monotonic() - started, url=url, fetch_next=fetch_next)
+            if not fetch_next:
+                report(item.name, "weights still to fetch, skipped (--skip-weights)")
+                return Outcome(item, "skipped", time.monotonic() - started, url=url)
+            return Outcome(item, "weights pending", time.monotonic() - started, url=url, fetch_next=True)
         if item.action is Action.UPDATE_LIVE:
             return _update_live(item, client, started, fetch_next, report)
         report(item.name, f"deploying ({item.action.value})")

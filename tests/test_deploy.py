@@ -521,3 +521,20 @@ def test_modal_errors_are_translated_in_the_seam(fake_modal, catalog: Path) -> N
     assert result.exit_code == 1
     assert "error: Modal: NotFoundError: Environment 'no-such-env' not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_deploy_json_reports_the_plan_and_each_outcome(fake_modal, catalog: Path) -> None:
+    result = fleet("deploy", "alpha", "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    data = __import__("json").loads(result.stdout)
+    assert data["plan"]["summary"]["create"] == 1 and data["interrupted"] is False
+    assert [(o["name"], o["action"], o["result"]) for o in data["outcomes"]] == [("alpha", "create", "deployed")]
+    assert "[alpha] deploying (create)" in result.stderr  # progress goes to stderr with --json
+
+
+def test_status_says_why_an_app_is_out_of_date(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "alpha").exit_code == 0
+    edit(catalog, "alpha", scaling={"max_containers": 2})
+    rows = {r["name"]: r for r in __import__("json").loads(fleet("status", "--json").stdout)}
+    assert rows["alpha"]["state"] == "scaling out of date"
+    assert rows["alpha"]["why"] == "scaling.max_containers: 1 -> 2"
