@@ -270,6 +270,8 @@ def _apply_one(item: PlanItem, client: ModalClient, apps_dir: Path, fetch_weight
     fetch_next = fetch_weights and item.fetch_weights
     try:
         if item.action is Action.UNCHANGED:
+            if item.record_state:  # deployed by an older fleet and current: only its record is rewritten
+                client.set_tags(item.app_name, tags_for(app, weights=Weights.OK))
             url = client.web_url(item.app_name, app.class_name)
             report(item.name, "unchanged, skipped (its snapshot is kept)")
             return Outcome(item, "skipped", time.monotonic() - started, url=url)

@@ -154,6 +154,7 @@ class PlanItem:
     snapshot_lost: bool = False
     cost: RedeployCost | None = None
     fetch_weights: bool = False  # after the action, (re)run the weight prefetch
+    record_state: bool = False  # unchanged, but its tags are in an older form: rewrite them (no deploy)
 
     @property
     def name(self) -> str:
@@ -172,6 +173,7 @@ class PlanItem:
             "snapshot_lost": self.snapshot_lost,
             "cost": self.cost.as_dict() if self.cost else None,
             "fetch_weights": self.fetch_weights,
+            "record_state": self.record_state,
         }
 
 
@@ -275,7 +277,14 @@ def _plan_app(app: PlannedApp, deployed: DeployedApp | None, force: bool, startu
     recorded = deployed.recorded
     key_changes = _key_changes(app, recorded)
     scaling_changes = _scaling_changes(app.scaling, recorded)
-    if recorded.pending:
+    legacy = not recorded.keys and recorded.spec_hash is not None  # recorded by a fleet before this plan
+    if legacy and recorded.spec_hash == getattr(app, "legacy_hash", None):
+        # It runs exactly what the catalog says: nothing to deploy, only its record to rewrite.
+        reason = Reason("state", "recorded by an older fleet", "rewritten in the current form (no deploy)")
+        return PlanItem(app.app_name, Action.UNCHANGED, (reason,), app, deployed, record_state=True)
+    if legacy:
+        action, reasons = Action.REDEPLOY, [Reason("state", "recorded by an older fleet", "the rendered app changed")]
+    elif recorded.pending:
         action, reasons = Action.REDEPLOY, [Reason("state", "pending", "a deploy did not record its end: what runs is unknown")]
     elif recorded.spec_hash is None:
         action, reasons = Action.REDEPLOY, [Reason("state", None, "no spec hash recorded")]

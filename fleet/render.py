@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import FleetError
 from .spec import ModelSpec, Settings
-from .state import PENDING, TAG_CATALOG_FILE, TAG_MANAGED, TAG_SPEC_HASH, ScalingValues
+from .state import TAG_CATALOG_FILE, TAG_MANAGED, TAG_SPEC_HASH, ScalingValues
 
 # templates/ of the checkout (an editable install); a wheel installs it under <prefix>/share/fleet/.
 CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -114,6 +114,10 @@ class RenderedApp:
     def deploy_keys(self) -> dict[str, str]:
         return deploy_keys(self.spec)
 
+    @property
+    def legacy_hash(self) -> str:
+        return legacy_spec_hash(self.source)
+
 
 def render_app(spec: ModelSpec) -> RenderedApp:
     """Render once with stand-ins for the live-changeable scaling values (hashed: the app's identity), then
@@ -140,10 +144,10 @@ def _render_source(spec: ModelSpec) -> str:
 
 
 def app_tags(spec: ModelSpec) -> dict[str, str]:
-    """The tags an app is created with (Modal applies constructor tags only on creation): managed, and a
-    "pending" hash, so a first deploy that ends half-way is never taken for a finished one. The deploy
-    replaces them with the full record (fleet.state.tags_for) once the app is published."""
-    return {TAG_MANAGED: "true", TAG_SPEC_HASH: PENDING}
+    """The tags an app is created with (Modal applies constructor tags only on creation): managed and its
+    file, but no spec hash, so a first deploy that ends half-way is planned again, never taken for done.
+    The deploy replaces them with the full record (fleet.state.tags_for) once the app is published."""
+    return {TAG_MANAGED: "true", TAG_CATALOG_FILE: Path(spec.source).name}
 
 
 def deploy_keys(spec: ModelSpec) -> dict[str, str]:
@@ -180,12 +184,20 @@ def spec_hash(source: str) -> str:
 
 
 @cache
-def _runtime_digest() -> bytes:
+def _runtime_bytes() -> bytes:
     """The runtime files, read once per process (a 500-model plan would read them 500 times)."""
-    digest = hashlib.sha256()
-    for path in RUNTIME_FILES:
-        digest.update(path.read_bytes())
-    return digest.digest()
+    return b"".join(path.read_bytes() for path in RUNTIME_FILES)
+
+
+@cache
+def _runtime_digest() -> bytes:
+    return hashlib.sha256(_runtime_bytes()).digest()
+
+
+def legacy_spec_hash(source: str) -> str:
+    """The hash fleet recorded before the plan masked scaling out (the whole source, then the runtime files):
+    how an app deployed by an older fleet is recognised as current, so upgrading fleet costs no snapshot."""
+    return hashlib.sha256(source.encode() + _runtime_bytes()).hexdigest()[:16]
 
 
 def write_apps(apps: list[RenderedApp], out_dir: Path) -> list[Path]:

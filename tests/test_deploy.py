@@ -538,3 +538,26 @@ def test_status_says_why_an_app_is_out_of_date(fake_modal, catalog: Path) -> Non
     rows = {r["name"]: r for r in __import__("json").loads(fleet("status", "--json").stdout)}
     assert rows["alpha"]["state"] == "scaling out of date"
     assert rows["alpha"]["why"] == "scaling.max_containers: 1 -> 2"
+
+
+def test_apps_deployed_by_an_older_fleet_cost_no_snapshot(fake_modal, catalog: Path) -> None:
+    """Before this plan, tags held only the hash of the whole source: a current app is recognised by it,
+    kept, and its record rewritten; a changed one is a redeploy."""
+    from fleet.render import legacy_spec_hash
+
+    assert fleet("deploy", "alpha", "beta").exit_code == 0
+    for name in ("alpha", "beta"):
+        source = (catalog.parent / f"build/apps/fleet_{name}.py").read_text()
+        fake_modal.app(f"fleet-{name}").tags = {
+            "fleet-managed": "true", "fleet-catalog-file": f"{name}.yaml", TAG_SPEC_HASH: legacy_spec_hash(source),
+        }
+    edit(catalog, "beta", scaling={"max_containers": 2})
+    plan = fleet("plan", "alpha", "beta")
+    assert "alpha  unchanged  state: recorded by an older fleet -> rewritten in the current form (no deploy)" in plan.stdout
+    assert "beta   redeploy   state: recorded by an older fleet -> the rendered app changed" in plan.stdout
+    fake_modal.requests.clear()
+    assert fleet("deploy", "alpha").exit_code == 0
+    assert fake_modal.calls("AppPublish") == []
+    assert fake_modal.app("fleet-alpha").tags["fleet-scaling"] == "0.1.600"
+    assert plan_rows(fleet("plan", "alpha"))["alpha"] == "unchanged"
+    assert "older fleet" not in fleet("plan", "alpha").stdout
