@@ -185,6 +185,43 @@ def status_rows(plan: Plan, client: ModalClient) -> list[dict[str, object]]:
     return rows
 
 
+@dataclass(frozen=True)
+class EndpointUrl:
+    """Where one model answers, read back from Modal (URLs are never predicted), or why it does not."""
+
+    name: str
+    app_name: str
+    deployed: bool
+    url: str | None  # the web endpoint; None when not deployed or Modal has none
+
+    @property
+    def problem(self) -> str | None:
+        if not self.deployed:
+            return "not deployed (run `fleet deploy`)"
+        return None if self.url else "deployed, but Modal has no web endpoint for it (redeploy with --force)"
+
+    @property
+    def base_url(self) -> str | None:
+        """The OpenAI-compatible base URL a client is given."""
+        return f"{self.url}/v1" if self.url else None
+
+
+def endpoint_urls(client: ModalClient, specs: list[ModelSpec]) -> list[EndpointUrl]:
+    """The one endpoint-URL lookup (`endpoints`, `smoke`, `prime`, `bench`): one row per model, in order."""
+    if not specs:
+        return []
+    deployed = client.deployed_apps(specs[0].settings.prefix)
+    return [
+        EndpointUrl(
+            spec.name,
+            spec.app_name,
+            spec.app_name in deployed,
+            client.web_url(spec.app_name, spec.class_name) if spec.app_name in deployed else None,
+        )
+        for spec in specs
+    ]
+
+
 def stop_apps(client: ModalClient, app_names: list[str]) -> list[tuple[str, str | None]]:
     """Stop each app; (name, error or None) for each, so one failure does not keep the others running."""
     results = []

@@ -45,15 +45,15 @@ def endpoints(environment: str | None, catalog_dir: Path, as_json: bool) -> None
       fleet endpoints
       fleet endpoints --json > endpoints.json
     """
+    from ..deploy import endpoint_urls
+
     catalog, apps = _rendered(catalog_dir, ())
     client = _client(catalog, environment)
-    deployed = client.deployed_apps(catalog.settings.prefix)
-    rows = []
-    for app in apps:
-        if app.spec.app_name not in deployed:
-            continue
-        url = client.web_url(app.spec.app_name, app.spec.class_name)
-        rows.append({"name": app.spec.name, "base_url": f"{url}/v1" if url else None, "model": app.spec.name})
+    rows = [
+        {"name": row.name, "base_url": row.base_url, "model": row.name}
+        for row in endpoint_urls(client, [app.spec for app in apps])
+        if row.deployed
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
