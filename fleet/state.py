@@ -173,13 +173,16 @@ def decode_tag_value(encoded: str) -> str | None:
         return ""
     out = bytearray()
     i = 0
-    while i < len(encoded):
-        if encoded[i] == "_":
-            out.append(int(encoded[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            out.append(ord(encoded[i]))
-            i += 1
+    try:
+        while i < len(encoded):
+            if encoded[i] == "_":
+                out.append(int(encoded[i + 1 : i + 3], 16))
+                i += 3
+            else:
+                out.append(ord(encoded[i]))
+                i += 1
+    except ValueError:  # not written by fleet (edited by hand, or another tool): unknown, never a crash
+        return None
     return out.decode("utf-8", errors="replace")
 
 
@@ -212,12 +215,21 @@ class LockHolder:
 
     @classmethod
     def from_dict(cls, data: Any) -> LockHolder:
+        """Whatever the Dict holds (another tool may have written it): unknown fields become '?' or 0, so a
+        lock of unknown age counts as stale (breakable with --break-lock), never as a crash."""
         data = data if isinstance(data, dict) else {}
+
+        def number(key: str) -> float:
+            try:
+                return float(data.get(key) or 0)
+            except (TypeError, ValueError):
+                return 0.0
+
         return cls(
-            str(data.get("user", "?")),
-            str(data.get("host", "?")),
-            int(data.get("pid", 0) or 0),
-            float(data.get("since", 0) or 0),
+            str(data.get("user", "?"))[:64],
+            str(data.get("host", "?"))[:128],
+            int(number("pid")),
+            number("since"),
             str(data.get("token", "")),
         )
 

@@ -284,3 +284,23 @@ def test_concurrency_change_is_a_redeploy(tmp_path: Path) -> None:
     after = rendered(tmp_path, scaling={"max_concurrent_requests": 16})
     item = only(make_plan([after], {before.app_name: deployed(before)}))  # type: ignore[arg-type]
     assert item.action is Action.REDEPLOY and item.why == "scaling.max_concurrent_requests: 4 -> 16"
+
+
+def test_tags_edited_by_hand_never_crash_the_plan() -> None:
+    a = App("a")
+    tags = {**tags_for(a, weights=Weights.OK), "fleet-k-gpu": "_zz", "fleet-scaling": "lots", "fleet-weights": "?"}
+    item = only(make_plan([a], {a.app_name: DeployedApp(a.app_name, "ap", tags, None)}))
+    # the hash still matches (it decides what runs; keys only explain a difference): scaling is re-applied live
+    assert item.action is Action.UPDATE_LIVE and item.why == "scaling: (not recorded) -> 0/1/600 (min/max/scaledown)"
+    changed = replace(a, spec_hash="h2")
+    item = only(make_plan([changed], {a.app_name: DeployedApp(a.app_name, "ap", tags, None)}))
+    assert item.action is Action.REDEPLOY and "gpu: (not recorded) -> A100-80GB:1" in item.why
+
+
+@pytest.mark.parametrize("value", [None, "text", {"pid": "x", "since": "yesterday"}, {"user": "u" * 1000}])
+def test_a_lock_written_by_another_tool_reads_as_stale_not_as_a_crash(value: object) -> None:
+    from fleet.state import LockHolder
+
+    holder = LockHolder.from_dict(value)
+    assert holder.since == 0 and holder.age_s() > 3600 and len(holder.user) <= 64
+    assert "since 1970-01-01" in holder.describe()

@@ -24,6 +24,10 @@ class FleetGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Ctrl-C outside a deploy's apply loop (which handles it itself): no traceback, the shell's code.
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(130)
         except CatalogInvalid as exc:
             print_problems(exc.problems)
             click.echo(f"error: {exc}", err=True)
