@@ -561,3 +561,10 @@ def test_apps_deployed_by_an_older_fleet_cost_no_snapshot(fake_modal, catalog: P
     assert fake_modal.app("fleet-alpha").tags["fleet-scaling"] == "0.1.600"
     assert plan_rows(fleet("plan", "alpha"))["alpha"] == "unchanged"
     assert "older fleet" not in fleet("plan", "alpha").stdout
+
+
+def test_usage_error_with_detailed_exitcode_is_not_taken_for_changes(catalog: Path) -> None:
+    result = fleet("plan", "alpha", "--all", "--detailed-exitcode")
+    assert result.exit_code == 1 and "give model NAMES or --all, not both" in result.stderr
+    assert fleet("plan", "--no-such-option", "--detailed-exitcode").exit_code == 1
+    assert fleet("plan", "alpha", "--all").exit_code == 2  # without it, click's usual code

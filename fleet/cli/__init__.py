@@ -22,8 +22,15 @@ class FleetGroup(click.Group):
     """Funnels the user's mistakes into one `error: ...` line and exit code 1; bugs keep their traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        arguments = list(ctx.args)  # the command's own arguments; click clears ctx.args when it dispatches
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # `plan --detailed-exitcode` promises 2 for "changes": a usage error must not look like one.
+            if "--detailed-exitcode" not in arguments:
+                raise
+            exc.show()
+            ctx.exit(1)
         except KeyboardInterrupt:
             # Ctrl-C outside a deploy's apply loop (which handles it itself): no traceback, the shell's code.
             click.echo("\ninterrupted", err=True)
