@@ -105,20 +105,20 @@ def read_plan(
     plan); lost snapshots priced from the bench history when there is one."""
     return make_plan(
         apps,
-        client.deployed_apps(prefix),
+        client.deployed_apps(prefix, only=None if orphans else {app.app_name for app in apps}),
         force=force,
         orphans_of=prefix if orphans else None,
         startup=startup_figures(history) if history is not None else None,
     )
 
 
-def secrets_needed(specs: list[ModelSpec]) -> list[str]:
-    return sorted({name for spec in specs for name in spec.secrets})
+def secrets_needed(apps: list[PlannedApp]) -> list[str]:
+    return sorted({name for app in apps for name in app.secrets})
 
 
-def check_secrets(client: ModalClient, specs: list[ModelSpec], settings: Settings) -> None:
-    """Before any deploy: every secret the models mount exists, or one error with the commands that fix it."""
-    missing = client.missing_secrets(secrets_needed(specs))
+def check_secrets(client: ModalClient, apps: list[PlannedApp], settings: Settings) -> None:
+    """Before any deploy: every secret the apps mount exists, or one error with the commands that fix it."""
+    missing = client.missing_secrets(secrets_needed(apps))
     if not missing:
         return
     variable = {settings.api_key_secret: "VLLM_API_KEY=<key>", settings.hf_token_secret: "HF_TOKEN=<token>"}

@@ -102,12 +102,17 @@ class ModalClient:
 
     # --- reading state ---
 
-    def deployed_apps(self, prefix: str) -> dict[str, DeployedApp]:
-        """Every app of this fleet (`prefix`) in the environment that fleet deployed, by app name."""
+    def deployed_apps(self, prefix: str, only: set[str] | None = None) -> dict[str, DeployedApp]:
+        """Every app of this fleet (`prefix`) in the environment that fleet deployed, by app name; with
+        `only`, just those app names (a plan of a few models reads a few apps' tags, not the fleet's)."""
         import modal
 
         environment = modal.Environment.from_name(self._environment_name())
-        ours = [app for app in environment.apps.list() if app.name and app.name.startswith(f"{prefix}-")]
+        ours = [
+            app
+            for app in environment.apps.list()
+            if app.name and app.name.startswith(f"{prefix}-") and (only is None or app.name in only)
+        ]
 
         async def tags_of(app: modal.App, slots: asyncio.Semaphore) -> dict[str, str]:
             async with slots:

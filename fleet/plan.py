@@ -82,6 +82,8 @@ class PlannedApp(Protocol):
     def startup_timeout(self) -> int: ...
     @property
     def has_weights(self) -> bool: ...
+    @property
+    def secrets(self) -> tuple[str, ...]: ...  # Modal secrets the app mounts (checked before a deploy)
 
 
 @dataclass(frozen=True)

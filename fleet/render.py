@@ -107,6 +107,10 @@ class RenderedApp:
         return True
 
     @property
+    def secrets(self) -> tuple[str, ...]:
+        return self.spec.secrets
+
+    @property
     def secret_keys(self) -> frozenset[str]:
         return SECRET_KEYS
 

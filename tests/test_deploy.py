@@ -568,3 +568,10 @@ def test_usage_error_with_detailed_exitcode_is_not_taken_for_changes(catalog: Pa
     assert result.exit_code == 1 and "give model NAMES or --all, not both" in result.stderr
     assert fleet("plan", "--no-such-option", "--detailed-exitcode").exit_code == 1
     assert fleet("plan", "alpha", "--all").exit_code == 2  # without it, click's usual code
+
+
+def test_plan_of_some_models_reads_only_their_tags(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    fake_modal.requests.clear()
+    assert plan_rows(fleet("plan", "alpha")) == {"alpha": "unchanged"}
+    assert len(fake_modal.calls("AppGetTags")) == 1

@@ -40,6 +40,7 @@ class App:
     gpu_count: int = 1
     startup_timeout: int = 1200
     has_weights: bool = True
+    secrets: tuple[str, ...] = ()
 
     @property
     def app_name(self) -> str:

@@ -134,7 +134,7 @@ def deploy(
         _dry_run(apps, catalog, environment, out_dir, force=force, orphans=not names, history=history, as_json=as_json)
         return
     client = _client(catalog, environment)
-    check_secrets(client, [a.spec for a in apps], catalog.settings)
+    check_secrets(client, apps, catalog.settings)
     stop = Stop()
     with deploy_lock(client, prefix, break_stale=break_lock):
         # Planned under the lock: a deploy running meanwhile could not change what this one applies.
@@ -243,16 +243,16 @@ def _dry_run(
         print_plan(the_plan)
         return
     if as_json:
-        click.echo(json.dumps({"dry_run": True, "plan": None, "apps": [a.spec.name for a in apps]}, indent=2))
+        click.echo(json.dumps({"dry_run": True, "plan": None, "apps": [a.name for a in apps]}, indent=2))
         return
     click.echo(f"Dry run: {len(apps)} app(s) rendered into {display_path(out_dir)}; nothing deployed.")
     rows = [
         [
-            a.spec.name,
+            a.name,
             "create?",
-            f"{a.spec.gpu_type} x{a.spec.gpu_count}",
-            "on" if a.spec.snapshot else "off",
-            ", ".join(a.spec.secrets),
+            f"{a.gpu_type} x{a.gpu_count}" if a.gpu_type else "CPU",
+            "on" if a.snapshot else "off",
+            ", ".join(a.secrets),
             a.spec_hash,
         ]
         for a in apps
