@@ -295,7 +295,8 @@ def apply_plan(
         elif outcome.fetch_next and item.action is Action.FETCH_WEIGHTS:
             outcome = Outcome(item, "cancelled", 0.0, url=outcome.url, error="not started (interrupted)")
         elif outcome.fetch_next:
-            outcome = replace(outcome, fetch_next=False, error="weights not fetched (interrupted): the next plan retries")
+            error = "weights not fetched (interrupted): the next plan retries"
+            outcome = replace(outcome, fetch_next=False, error=error)
         results.append(outcome)
     return Applied(tuple(results), stop.requested.is_set())
 
@@ -366,7 +367,9 @@ def _fetch_weights(done: Outcome, client: ModalClient, report: Progress) -> Outc
         result = "weights fetched" if item.action is Action.FETCH_WEIGHTS else done.result
         return replace(done, result=result, seconds=done.seconds + time.monotonic() - started, fetch_next=False)
     except Exception as exc:  # noqa: BLE001 - reported per model
-        what = "fetching weights failed" if item.action is Action.FETCH_WEIGHTS else f"{done.result}, but fetching weights failed"
+        what = "fetching weights failed"
+        if item.action is not Action.FETCH_WEIGHTS:
+            what = f"{done.result}, but {what}"
         failed = _failed(item, exc, started, report, what=what)
         return replace(failed, seconds=done.seconds + failed.seconds, url=done.url)
 

@@ -225,7 +225,9 @@ class ModalClient:
             return None
         current = locks.get(key)
         if current is None:  # released between the two calls: try once more
-            return None if locks.put(key, holder.as_dict(), skip_if_exists=True) else LockHolder.from_dict(locks.get(key))
+            if locks.put(key, holder.as_dict(), skip_if_exists=True):
+                return None
+            return LockHolder.from_dict(locks.get(key))
         return LockHolder.from_dict(current)
 
     def release_lock(self, key: str, holder: LockHolder) -> bool:

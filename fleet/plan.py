@@ -274,41 +274,43 @@ def make_plan(
 
 def _plan_app(app: PlannedApp, deployed: DeployedApp | None, force: bool, startup: StartupFigure | None) -> PlanItem:
     if deployed is None:
-        return PlanItem(app.app_name, Action.CREATE, (Reason("not deployed", None, None),), app, None,
-                        fetch_weights=app.has_weights)
+        reasons = (Reason("not deployed", None, None),)
+        return PlanItem(app.app_name, Action.CREATE, reasons, app, None, fetch_weights=app.has_weights)
     recorded = deployed.recorded
-    key_changes = _key_changes(app, recorded)
-    scaling_changes = _scaling_changes(app.scaling, recorded)
-    legacy = not recorded.keys and recorded.spec_hash is not None  # recorded by a fleet before this plan
-    if legacy and recorded.spec_hash == getattr(app, "legacy_hash", None):
-        # It runs exactly what the catalog says: nothing to deploy, only its record to rewrite.
-        reason = Reason("state", "recorded by an older fleet", "rewritten in the current form (no deploy)")
-        return PlanItem(app.app_name, Action.UNCHANGED, (reason,), app, deployed, record_state=True)
-    if legacy:
-        action, reasons = Action.REDEPLOY, [Reason("state", "recorded by an older fleet", "the rendered app changed")]
-    elif recorded.pending:
-        action, reasons = Action.REDEPLOY, [Reason("state", "pending", "a deploy did not record its end: what runs is unknown")]
-    elif recorded.spec_hash is None:
-        action, reasons = Action.REDEPLOY, [Reason("state", None, "no spec hash recorded")]
-    elif recorded.spec_hash != app.spec_hash:
-        action = Action.REDEPLOY
-        reasons = key_changes or [Reason("rendered app (template or runtime)", recorded.spec_hash, app.spec_hash)]
-        reasons += scaling_changes
-    elif scaling_changes:
-        action, reasons = Action.UPDATE_LIVE, scaling_changes
-    elif app.has_weights and recorded.weights == Weights.PENDING:
-        action, reasons = Action.FETCH_WEIGHTS, [Reason("weights", "pending", "the last prefetch did not finish")]
-    else:
-        action, reasons = Action.UNCHANGED, []
+    action, reasons, record_state = _compare(app, recorded)
     if force and action in (Action.UNCHANGED, Action.UPDATE_LIVE, Action.FETCH_WEIGHTS):
-        action, reasons = Action.REDEPLOY, [Reason("--force", None, None), *reasons]
+        action, reasons, record_state = Action.REDEPLOY, [Reason("--force", None, None), *reasons], False
     lost = action is Action.REDEPLOY and _had_snapshot(app, recorded)
     cost = _redeploy_cost(app, startup) if lost else None
     fetch = app.has_weights and (
         action in (Action.REDEPLOY, Action.FETCH_WEIGHTS)
         or (action is Action.UPDATE_LIVE and recorded.weights == Weights.PENDING)
     )
-    return PlanItem(app.app_name, action, tuple(reasons), app, deployed, lost, cost, fetch)
+    return PlanItem(app.app_name, action, tuple(reasons), app, deployed, lost, cost, fetch, record_state)
+
+
+def _compare(app: PlannedApp, recorded: RecordedState) -> tuple[Action, list[Reason], bool]:
+    """What the catalog wants against what the tags say runs: (action, reasons, record_state)."""
+    if not recorded.keys and recorded.spec_hash is not None:  # recorded by a fleet from before this plan
+        if recorded.spec_hash == getattr(app, "legacy_hash", None):
+            # It runs exactly what the catalog says: nothing to deploy, only its record to rewrite.
+            return Action.UNCHANGED, [Reason("state", "recorded by an older fleet", "rewritten (no deploy)")], True
+        return Action.REDEPLOY, [Reason("state", "recorded by an older fleet", "the rendered app changed")], False
+    if recorded.pending:
+        unknown = Reason("state", "pending", "a deploy did not record its end: what runs is unknown")
+        return Action.REDEPLOY, [unknown], False
+    if recorded.spec_hash is None:
+        return Action.REDEPLOY, [Reason("state", None, "no spec hash recorded")], False
+    scaling_changes = _scaling_changes(app.scaling, recorded)
+    if recorded.spec_hash != app.spec_hash:
+        explained = _key_changes(app, recorded)
+        changed = explained or [Reason("rendered app (template or runtime)", recorded.spec_hash, app.spec_hash)]
+        return Action.REDEPLOY, changed + scaling_changes, False
+    if scaling_changes:
+        return Action.UPDATE_LIVE, scaling_changes, False
+    if app.has_weights and recorded.weights == Weights.PENDING:
+        return Action.FETCH_WEIGHTS, [Reason("weights", "pending", "the last prefetch did not finish")], False
+    return Action.UNCHANGED, [], False
 
 
 def _key_changes(app: PlannedApp, recorded: RecordedState) -> list[Reason]:
@@ -362,7 +364,10 @@ def _redeploy_cost(app: PlannedApp, startup: StartupFigure | None) -> RedeployCo
         startup=figure,
         gpu=f"{app.gpu_type} x{app.gpu_count}",
         gpu_minutes=(seconds[0] * app.gpu_count / 60, seconds[1] * app.gpu_count / 60),
-        usd=(gpu_cost_usd(app.gpu_type, app.gpu_count, seconds[0]), gpu_cost_usd(app.gpu_type, app.gpu_count, seconds[1])),
+        usd=(
+            gpu_cost_usd(app.gpu_type, app.gpu_count, seconds[0]),
+            gpu_cost_usd(app.gpu_type, app.gpu_count, seconds[1]),
+        ),
     )
 
 

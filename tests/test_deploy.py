@@ -553,7 +553,7 @@ def test_apps_deployed_by_an_older_fleet_cost_no_snapshot(fake_modal, catalog: P
         }
     edit(catalog, "beta", scaling={"max_containers": 2})
     plan = fleet("plan", "alpha", "beta")
-    assert "alpha  unchanged  state: recorded by an older fleet -> rewritten in the current form (no deploy)" in plan.stdout
+    assert "alpha  unchanged  state: recorded by an older fleet -> rewritten (no deploy)" in plan.stdout
     assert "beta   redeploy   state: recorded by an older fleet -> the rendered app changed" in plan.stdout
     fake_modal.requests.clear()
     assert fleet("deploy", "alpha").exit_code == 0

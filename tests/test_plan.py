@@ -305,3 +305,15 @@ def test_a_lock_written_by_another_tool_reads_as_stale_not_as_a_crash(value: obj
     holder = LockHolder.from_dict(value)
     assert holder.since == 0 and holder.age_s() > 3600 and len(holder.user) <= 64
     assert "since 1970-01-01" in holder.describe()
+
+
+def test_force_also_redeploys_an_app_recorded_by_an_older_fleet() -> None:
+    a = App("a")
+    legacy = {"fleet-managed": "true", TAG_SPEC_HASH: "0123abcd"}
+    current = replace(a)
+    object.__setattr__(current, "legacy_hash", "0123abcd")  # what the older fleet hashed: it is current
+    deployed_state = {a.app_name: DeployedApp(a.app_name, "ap", legacy, None)}
+    item = only(make_plan([current], deployed_state))
+    assert item.action is Action.UNCHANGED and item.record_state
+    forced = only(make_plan([current], deployed_state, force=True))
+    assert forced.action is Action.REDEPLOY and not forced.record_state and forced.why.startswith("--force")

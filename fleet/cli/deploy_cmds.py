@@ -46,7 +46,9 @@ HISTORY_OPTION = click.option(
 @with_names
 @FORCE_OPTION
 @click.option(
-    "--detailed-exitcode", is_flag=True, help="Exit 0 when there is nothing to do, 2 when there are changes, 1 on error."
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.",
 )
 @HISTORY_OPTION
 @ENV_OPTION
