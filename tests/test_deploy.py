@@ -468,14 +468,14 @@ def eight_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return write_catalog(tmp_path / "catalog", {f"m{i}": model(f"m{i}") for i in range(8)})
 
 
-def _interrupt_when_publishing(fake, process, *, in_flight: int, times: int) -> None:
+def _interrupt_when_publishing(fake, process, *, in_flight: int, times: int, sig: int | None = None) -> None:
     import signal
 
     deadline = time.monotonic() + 60
     while len(fake.calls("AppPublish")) < in_flight and time.monotonic() < deadline:
         time.sleep(0.02)
     for _ in range(times):
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig or signal.SIGINT)
         time.sleep(0.3)
 
 
@@ -575,3 +575,15 @@ def test_plan_of_some_models_reads_only_their_tags(fake_modal, catalog: Path) ->
     fake_modal.requests.clear()
     assert plan_rows(fleet("plan", "alpha")) == {"alpha": "unchanged"}
     assert len(fake_modal.calls("AppGetTags")) == 1
+
+
+def test_sigterm_from_a_cancelled_ci_job_stops_like_ctrl_c(fake_modal, eight_models: Path) -> None:
+    import signal
+
+    fake_modal.deploy_delay = 2.0
+    process = _fleet_process(eight_models, "deploy", "--all", "--parallel", "4")
+    _interrupt_when_publishing(fake_modal, process, in_flight=4, times=1, sig=signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, out + err
+    assert len(fake_modal.calls("AppPublish")) == 4 and "Traceback" not in err
+    assert out.strip().splitlines()[-1].endswith("4 not done (interrupted)")

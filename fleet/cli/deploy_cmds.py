@@ -200,7 +200,8 @@ def _progress(*, err: bool) -> Any:
 @contextmanager
 def _interruptible(stop: Any) -> Iterator[None]:
     """Ctrl-C during the apply: the first stops queueing (in-flight deploys finish), the second stops
-    waiting for them. Outside the main thread (tests calling the command in a thread) nothing is installed."""
+    waiting for them. SIGTERM (a CI job cancelled) counts the same. Outside the main thread (tests calling
+    the command in a thread) nothing is installed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -214,11 +215,12 @@ def _interruptible(stop: Any) -> Iterator[None]:
                        "waiting)", err=True)
         stop.interrupt()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _dry_run(
