@@ -155,6 +155,8 @@ def deploy(
     else:
         _print_outcomes(applied)
     if applied.interrupted:
+        for outcome in applied.failed:
+            click.echo(f"error: {outcome.item.name}: {outcome.error or 'failed'}", err=True)
         click.echo(f"error: interrupted; {applied.summary()}. Run `fleet plan` to see what is left.", err=True)
         sys.stdout.flush()
         sys.stderr.flush()
