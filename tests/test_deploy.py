@@ -587,3 +587,21 @@ def test_sigterm_from_a_cancelled_ci_job_stops_like_ctrl_c(fake_modal, eight_mod
     assert process.returncode == 130, out + err
     assert len(fake_modal.calls("AppPublish")) == 4 and "Traceback" not in err
     assert out.strip().splitlines()[-1].endswith("4 not done (interrupted)")
+
+
+def test_live_update_whose_record_fails_is_applied_again_not_forgotten(fake_modal, catalog: Path) -> None:
+    assert fleet("deploy", "--all").exit_code == 0
+    original = (catalog / "alpha.yaml").read_text()
+    edit(catalog, "alpha", scaling={"max_containers": 3})
+    fake_modal.fail_set_tags_for("fleet-alpha", "tag service unavailable", calls=(2,))  # 1: pending, 2: final
+    result = fleet("deploy", "alpha")
+    assert result.exit_code == 1 and "error: alpha: InvalidError: tag service unavailable" in result.stderr
+    assert len(fake_modal.calls("FunctionUpdateSchedulingParams")) == 1  # Modal runs max 3 now
+    assert fake_modal.app("fleet-alpha").tags["fleet-scaling"] == "pending"
+    (catalog / "alpha.yaml").write_text(original)  # reverted: the running override (3) is not what it says (1)
+    plan = fleet("plan", "alpha")
+    assert plan_rows(plan)["alpha"] == "update live"  # never "unchanged" while Modal runs another value
+    fake_modal._reset_tags()
+    assert fleet("deploy", "alpha").exit_code == 0
+    assert fake_modal.calls("FunctionUpdateSchedulingParams")[-1].settings.max_containers == 1
+    assert plan_rows(fleet("plan", "alpha"))["alpha"] == "unchanged"
