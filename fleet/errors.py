@@ -4,6 +4,8 @@
     ├── CatalogInvalid      the catalog has errors (each a Problem with file, line, key path)
     ├── NotInCatalog        a model name asked for is not in the catalog
     ├── ModalUnavailable    no credentials, Modal unreachable, or a `modal` command failed
+    ├── ModalError          a Modal call failed (Modal's own exception, translated in fleet/modal_api.py)
+    ├── DeployLocked        another `fleet deploy` of the same fleet is running
     └── ProbeError          (fleet/probe.py) an endpoint check could not be carried out
 
 The runtime's own EngineError (fleet/runtime.py, standard library only) is turned into a FleetError by the CLI.
@@ -99,6 +101,14 @@ class NotInCatalog(FleetError):
 
 
 class ModalUnavailable(FleetError):
+    pass
+
+
+class ModalError(FleetError):
+    """A call to Modal failed; the message names Modal's exception kind ("NotFoundError: ...")."""
+
+
+class DeployLocked(FleetError):
     pass
 
 

@@ -224,6 +224,18 @@ class LiveStatus:
         }
 
 
+def status_with_live(client: Any, plan: Any) -> tuple[list[dict[str, object]], dict[str, LiveStatus]]:
+    """`fleet status`: the plan's rows (fleet.deploy.status_rows) and, looked up meanwhile, the live columns
+    of every deployed app of the plan."""
+    from .deploy import status_rows
+
+    specs = [item.app.spec for item in plan.items if item.deployed is not None and item.app is not None]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="live") as background:
+        live = background.submit(live_status, client, specs)
+        rows = status_rows(plan, client)
+        return rows, live.result()
+
+
 def live_status(client: Any, specs: list[ModelSpec], *, now: datetime | None = None) -> dict[str, LiveStatus]:
     """The live columns for each deployed model (by catalog name): one listing for the running containers,
     then per model its last hour's stats and its recent logs, all in parallel. A failed lookup leaves its

@@ -7,15 +7,19 @@ data only), so no model id, flag or env value can become code. Same catalog, sam
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from .errors import FleetError
 from .spec import ModelSpec, Settings
+from .state import TAG_CATALOG_FILE, TAG_MANAGED, TAG_MODEL, TAG_PREFIX, TAG_SPEC_HASH, ScalingValues
 
 # templates/ of the checkout (an editable install); a wheel installs it under <prefix>/share/fleet/.
 CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -35,28 +39,108 @@ IMAGE_ENV = {
     "VLLM_CACHE_ROOT": "/root/.cache/vllm",
     "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
 }
-TAG_MANAGED = "fleet-managed"
-TAG_SPEC_HASH = "fleet-spec-hash"
-TAG_CATALOG_FILE = "fleet-catalog-file"
-# For `fleet cost`: Modal's billing report groups an app's cost by these (the app name alone would do until
-# a model is renamed or two fleets share a workspace).
-TAG_MODEL = "fleet-model"
-TAG_PREFIX = "fleet-prefix"
+__all__ = ["TAG_CATALOG_FILE", "TAG_MANAGED", "TAG_MODEL", "TAG_PREFIX", "TAG_SPEC_HASH"]  # re-exported from fleet.state
+# Stand-ins for the live-changeable scaling values when hashing: a change to them alone is no redeploy.
+# (values no catalog can hold: the schema wants them >= 0, so putting the real ones back is exact)
+_MASKED_SCALING = {"min_containers": -910001, "max_containers": -910002, "scaledown_window": -910003}
+# Environment values may be private: tags record only their digest.
+SECRET_KEYS = frozenset({"vllm.env"})
 
 
 @dataclass(frozen=True)
 class RenderedApp:
+    """One model's rendered Modal app, and what the plan compares with the deployed app's tags.
+
+    It answers the plan's app protocol (fleet.plan.PlannedApp): another kind of app (the gateway) can
+    join a plan by answering the same attributes.
+    """
+
     spec: ModelSpec
     source: str
-    spec_hash: str  # of the source and the runtime it ships: what `plan` compares with the deployed tag
+    spec_hash: str  # of the source (scaling masked out) and the runtime it ships
 
     @property
     def filename(self) -> str:
         return f"{self.spec.module_name}.py"
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def app_name(self) -> str:
+        return self.spec.app_name
+
+    @property
+    def module_name(self) -> str:
+        return self.spec.module_name
+
+    @property
+    def class_name(self) -> str:
+        return self.spec.class_name
+
+    @property
+    def catalog_file(self) -> str:
+        return Path(self.spec.source).name
+
+    @property
+    def scaling(self) -> ScalingValues:
+        s = self.spec.scaling
+        return ScalingValues(s.min_containers, s.max_containers, s.scaledown_window)
+
+    @property
+    def snapshot(self) -> bool:
+        return self.spec.snapshot
+
+    @property
+    def gpu_type(self) -> str | None:
+        return self.spec.gpu_type
+
+    @property
+    def gpu_count(self) -> int:
+        return self.spec.gpu_count
+
+    @property
+    def startup_timeout(self) -> int:
+        return self.spec.startup_timeout
+
+    @property
+    def has_weights(self) -> bool:
+        return True
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self.spec.secrets
+
+    @property
+    def secret_keys(self) -> frozenset[str]:
+        return SECRET_KEYS
+
+    @property
+    def deploy_keys(self) -> dict[str, str]:
+        return deploy_keys(self.spec)
+
+    @property
+    def legacy_hash(self) -> str:
+        return legacy_spec_hash(self.source)
+
 
 def render_app(spec: ModelSpec) -> RenderedApp:
-    source = _template().render(
+    """Render once with stand-ins for the live-changeable scaling values (hashed: the app's identity), then
+    put the real values in their place (the source that is deployed carries them)."""
+    masked = _render_source(replace(spec, scaling=replace(spec.scaling, **_MASKED_SCALING)))
+    source = masked
+    for key, stand_in in _MASKED_SCALING.items():
+        line = f"    {key}={stand_in},\n"
+        if masked.count(line) != 1:  # the template no longer renders the key as expected: a bug, not input
+            raise AssertionError(f"templates/app.py.j2 must render {key!r} once as {line.strip()!r}")
+        source = source.replace(line, f"    {key}={py_literal(getattr(spec.scaling, key))},\n")
+    shipped = (LOCKED_WEIGHTS_FILE,) if spec.locked else ()
+    return RenderedApp(spec=spec, source=source, spec_hash=spec_hash(masked, shipped))
+
+
+def _render_source(spec: ModelSpec) -> str:
+    return _template().render(
         spec=spec,
         settings=spec.settings,
         image_ref=image_ref(spec.settings),
@@ -64,20 +148,33 @@ def render_app(spec: ModelSpec) -> RenderedApp:
         tags=app_tags(spec),
         web_startup_timeout=WEB_STARTUP_TIMEOUT,
     )
-    shipped = (LOCKED_WEIGHTS_FILE,) if spec.locked else ()
-    return RenderedApp(spec=spec, source=source, spec_hash=spec_hash(source, shipped))
 
 
-def app_tags(spec: ModelSpec, spec_hash: str | None = None) -> dict[str, str]:
-    """Tags Modal keeps on the app: how `plan` recognises fleet's apps and their version.
+def app_tags(spec: ModelSpec) -> dict[str, str]:
+    """The tags an app is created with (Modal applies constructor tags only on creation): managed and its
+    file, but no spec hash, so a first deploy that ends half-way is planned again, never taken for done.
+    The deploy replaces them with the full record (fleet.state.tags_for) once the app is published."""
+    return {TAG_MANAGED: "true", TAG_CATALOG_FILE: Path(spec.source).name}
 
-    Modal allows only letters, digits, '-', '.' and '_' in tag values: the file's name, not its path.
-    """
-    tags = {TAG_MANAGED: "true", TAG_CATALOG_FILE: Path(spec.source).name}
-    tags.update({TAG_MODEL: spec.name, TAG_PREFIX: spec.settings.prefix})
-    if spec_hash is not None:
-        tags[TAG_SPEC_HASH] = spec_hash
-    return tags
+
+def deploy_keys(spec: ModelSpec) -> dict[str, str]:
+    """The catalog keys whose change needs a redeploy, as their deployed values are recorded in tags."""
+    return {
+        "model.id": spec.model_id,
+        "model.revision": spec.revision,
+        "model.max_model_len": str(spec.max_model_len),
+        "model.multi_modal": str(spec.multi_modal).lower(),
+        "model.gated": str(spec.gated).lower(),
+        "gpu": spec.gpu,
+        "gpu.memory_utilization": str(spec.memory_utilization),
+        "vllm.version": spec.settings.vllm_version,
+        "vllm.args": json.dumps(list(spec.vllm_args)),
+        "vllm.fast_boot": str(spec.fast_boot).lower(),
+        "vllm.env": json.dumps(dict(spec.env), sort_keys=True),
+        "snapshot": str(spec.snapshot).lower(),
+        "scaling.max_concurrent_requests": str(spec.scaling.max_concurrent_requests),
+        "timeouts": f"{spec.startup_timeout}.{spec.request_timeout}",
+    }
 
 
 def render_all(specs: list[ModelSpec]) -> list[RenderedApp]:
@@ -90,23 +187,57 @@ def image_ref(settings: Settings) -> str:
 
 def spec_hash(source: str, shipped: tuple[Path, ...] = ()) -> str:
     """What makes a deployed app differ: its source and the runtime files shipped beside it."""
-    digest = hashlib.sha256(source.encode())
-    for path in RUNTIME_FILES + shipped:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    extra = b"".join(_file_digest(path) for path in shipped)
+    return hashlib.sha256(source.encode() + _runtime_digest() + extra).hexdigest()[:16]
+
+
+@cache
+def _file_digest(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+@cache
+def _runtime_bytes() -> bytes:
+    """The runtime files, read once per process (a 500-model plan would read them 500 times)."""
+    return b"".join(path.read_bytes() for path in RUNTIME_FILES)
+
+
+@cache
+def _runtime_digest() -> bytes:
+    return hashlib.sha256(_runtime_bytes()).digest()
+
+
+def legacy_spec_hash(source: str) -> str:
+    """The hash fleet recorded before the plan masked scaling out (the whole source, then the runtime files):
+    how an app deployed by an older fleet is recognised as current, so upgrading fleet costs no snapshot."""
+    return hashlib.sha256(source.encode() + _runtime_bytes()).hexdigest()[:16]
 
 
 def write_apps(apps: list[RenderedApp], out_dir: Path) -> list[Path]:
+    """Write each app atomically (a temporary file, then a rename): a deploy, or an interrupted render,
+    never imports a half-written file. A file whose content is already right is left alone."""
     written = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for app in apps:
             path = out_dir / app.filename
-            path.write_text(app.source, encoding="utf-8")
+            if not (path.is_file() and path.read_text(encoding="utf-8") == app.source):
+                write_atomically(path, app.source)
             written.append(path)
     except OSError as exc:
         raise FleetError(f"cannot write the rendered apps into '{out_dir}': {exc.strerror}") from None
     return written
+
+
+def write_atomically(path: Path, text: str) -> None:
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def stale_files(apps: list[RenderedApp], out_dir: Path, *, prefix: str | None = None) -> list[Path]:

@@ -45,11 +45,13 @@ from modal_proto.api_grpc import ModalClientBase
 
 try:  # imported as a top-level module (tests/ on sys.path) or as part of the tests package
     from fake_modal_dict import DictMixin
+    from fake_modal_tags import TagFailuresMixin
 except ImportError:  # pragma: no cover
     from .fake_modal_dict import DictMixin
+    from .fake_modal_tags import TagFailuresMixin
 try:
     from fake_modal_ops import FakeModalOps
-except ImportError:  # tests/ imported as a package
+except ImportError:  # pragma: no cover
     from .fake_modal_ops import FakeModalOps
 
 DEFAULT_ENVIRONMENT = "main"
@@ -140,7 +142,7 @@ class _DeployFailure:
     status: Status
 
 
-class FakeModal(DictMixin, FakeModalOps, ModalClientBase):
+class FakeModal(DictMixin, TagFailuresMixin, FakeModalOps, ModalClientBase):
     """Fake Modal control plane served by grpclib in a background thread."""
 
     def __init__(
@@ -264,6 +266,7 @@ class FakeModal(DictMixin, FakeModalOps, ModalClientBase):
             self.function_results: dict[str, Any] = {}  # function name -> value returned by `.remote()`
             self.function_calls: list[tuple[str, str]] = []  # (app_name, function_name) per input, in order
             self._reset_dicts()
+            self._reset_tags()
             self._call_failures: dict[tuple[str, str], tuple[str, BaseException | None]] = {}
             self._function_call_state: dict[str, _FakeFunctionCall] = {}  # fc-... -> call
             self._reset_ops()
@@ -619,6 +622,7 @@ class FakeModal(DictMixin, FakeModalOps, ModalClientBase):
         return api_pb2.AppGetTagsResponse(tags=self._app_by_id(req.app_id).tags)
 
     def _rpc_AppSetTags(self, req: api_pb2.AppSetTagsRequest):
+        self._check_set_tags_failure(self._app_by_id(req.app_id).name)
         self._app_by_id(req.app_id).tags = dict(req.tags)
         return empty_pb2.Empty()
 

@@ -33,7 +33,7 @@ def fleet(*args: str) -> Result:
 def test_deploy_all_deploys_the_gateway_without_a_gpu(fake_modal, catalog: Path) -> None:
     result = fleet("deploy", "--all")
     assert result.exit_code == 0, result.stdout + result.stderr
-    assert "3 deployed, 0 unchanged (skipped), 0 failed" in result.stdout
+    assert "3 deployed, 0 updated live, 0 unchanged (skipped), 0 failed" in result.stdout
     assert fake_modal.unimplemented == [] and fake_modal.errors == []
     [create] = [r for r in fake_modal.function_creates_for("fleet-gateway") if r.function.function_name == "Gateway.*"]
     fn = create.function
@@ -46,14 +46,14 @@ def test_deploy_all_deploys_the_gateway_without_a_gpu(fake_modal, catalog: Path)
     assert webhook.type == api_pb2.WEBHOOK_TYPE_ASGI_APP and webhook.requested_suffix == "fleet-gateway"
     assert ("fleet-gateway", "download_weights") not in fake_modal.function_calls  # no weights to fetch
     again = fleet("deploy", "--all")
-    assert "0 deployed, 3 unchanged (skipped), 0 failed" in again.stdout
+    assert "0 deployed, 0 updated live, 3 unchanged (skipped), 0 failed" in again.stdout
 
 
 def test_gateway_is_not_an_orphan_and_shows_in_plan(fake_modal, catalog: Path) -> None:
     assert fleet("deploy", "--all", "--skip-weights").exit_code == 0
-    plan = fleet("plan", "--all")
-    assert [line.split()[:3] for line in plan.stdout.splitlines()[1:]] == [
-        ["alpha", "fleet-alpha", "unchanged"], ["beta", "fleet-beta", "unchanged"], ["gateway", "fleet-gateway", "unchanged"]]
+    plan = json.loads(fleet("plan", "--all", "--json").stdout)
+    assert [(i["name"], i["app"], i["action"]) for i in plan["items"]] == [
+        ("alpha", "fleet-alpha", "unchanged"), ("beta", "fleet-beta", "unchanged"), ("gateway", "fleet-gateway", "unchanged")]
     assert fleet("destroy", "--orphans", "--yes").stdout.strip() == "nothing to stop"
 
 

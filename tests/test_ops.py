@@ -423,14 +423,20 @@ def test_cost_usage_errors(catalog: Path) -> None:
 def redeploy_alpha(catalog: Path) -> None:
     path = catalog / "alpha.yaml"
     entry = yaml.safe_load(path.read_text())
-    entry["scaling"] = {"max_containers": entry.get("scaling", {}).get("max_containers", 1) + 1}
+    # a change that needs a redeploy (a scaling change alone is applied live: no new version)
+    entry["gpu"] = {**entry["gpu"], "memory_utilization": 0.8}
     path.write_text(yaml.safe_dump(entry))
     assert fleet("deploy", "alpha", "--skip-weights").exit_code == 0
 
 
+def plan_action(result: Result) -> str:
+    [item] = json.loads(result.stdout)["items"]
+    return item["action"]
+
+
 def test_rollback_shows_history_warns_and_marks_the_app_changed(deployed, catalog: Path) -> None:
     redeploy_alpha(catalog)
-    assert fleet("plan", "alpha").stdout.split()[-1] == "unchanged"
+    assert plan_action(fleet("plan", "alpha", "--json")) == "unchanged"
     result = fleet("rollback", "alpha", "--yes")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -443,7 +449,7 @@ def test_rollback_shows_history_warns_and_marks_the_app_changed(deployed, catalo
     app = deployed.app("fleet-alpha")
     assert app.version == 3 and app.tags[TAG_SPEC_HASH] == "rolled-back-to-v1"
     assert app.tags[TAG_MODEL] == "alpha"  # the other tags are kept
-    assert fleet("plan", "alpha").stdout.split()[-1] == "changed"  # what runs is not what the catalog says
+    assert plan_action(fleet("plan", "alpha", "--json")) == "redeploy"  # what runs is not what the catalog says
 
 
 def test_rollback_asks_first_and_checks_the_version(deployed, catalog: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,35 @@ def test_runtime_is_shipped_beside_the_app(fake_modal, tmp_path: Path) -> None:
         shipped_files.update(fake_modal.mount_files(mount_id))
     assert shipped_files["/root/fleet/runtime.py"] == (REPO / "fleet" / "runtime.py").read_bytes()
     assert "/root/fleet/__init__.py" in shipped_files
+
+
+def test_rendered_files_are_written_atomically(tmp_path: Path, shipped, monkeypatch) -> None:
+    from fleet.errors import FleetError
+    from fleet.render import write_apps
+
+    apps = render_all(list(shipped.models))[:2]
+    out = tmp_path / "apps"
+    write_apps(apps, out)
+    before = (out / apps[0].filename).read_text()
+    changed = [replace(app, source=app.source + "# changed\n") for app in apps]
+
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("fleet.render.os.replace", failing_replace)
+    with pytest.raises(FleetError, match="No space left on device"):
+        write_apps(changed, out)
+    assert (out / apps[0].filename).read_text() == before  # never half-written
+    assert sorted(p.name for p in out.iterdir()) == sorted(app.filename for app in apps)  # no temporary left
+    monkeypatch.undo()
+    write_apps(changed, out)
+    assert (out / apps[0].filename).read_text() == before + "# changed\n"
+
+
+def test_scaling_values_are_masked_out_of_the_hash_but_kept_in_the_source(shipped) -> None:
+    spec = shipped.models[0]
+    scaled = replace(spec, scaling=replace(spec.scaling, max_containers=spec.scaling.max_containers + 5))
+    one, other = render_app(spec), render_app(scaled)
+    assert one.spec_hash == other.spec_hash
+    assert f"    max_containers={spec.scaling.max_containers + 5},\n" in other.source
+    assert "-91000" not in other.source

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import CatalogInvalid, FleetError
+from ..errors import CatalogInvalid, FleetError, ModalError
 from . import catalog_cmds, deploy_cmds, gateway_cmds, lock_cmds, observe_cmds, ops_cmds, probe_cmds, serve_cmds
 from .common import print_problems
 
@@ -22,24 +22,29 @@ class FleetGroup(click.Group):
     """Funnels the user's mistakes into one `error: ...` line and exit code 1; bugs keep their traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        arguments = list(ctx.args)  # the command's own arguments; click clears ctx.args when it dispatches
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # `plan --detailed-exitcode` promises 2 for "changes": a usage error must not look like one.
+            if "--detailed-exitcode" not in arguments:
+                raise
+            exc.show()
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            # Ctrl-C outside a deploy's apply loop (which handles it itself): no traceback, the shell's code.
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(130)
         except CatalogInvalid as exc:
             print_problems(exc.problems)
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
         except FleetError as exc:
+            # Modal's own errors arrive here already translated by the Modal seam (fleet.errors.ModalError).
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
-        except Exception as exc:
-            # Modal's own errors (not found, auth, server) are the user's to read, not a traceback.
-            if not type(exc).__module__.startswith(("modal.", "grpclib.")) or (ctx.obj and ctx.obj.get("verbose")):
-                raise
-            from ..modal_api import describe_error
-
-            click.echo(f"error: Modal: {describe_error(exc)}", err=True)
+            prefix = "Modal: " if isinstance(exc, ModalError) else ""
+            click.echo(f"error: {prefix}{exc}", err=True)
             ctx.exit(1)
 
 

@@ -22,23 +22,12 @@ def status(environment: str | None, catalog_dir: Path, as_json: bool) -> None:
       fleet status
       fleet status --json
     """
-    from ..deploy import make_plan, status_rows
+    from ..deploy import read_plan
+    from ..observe import LIVE_HEADER, live_cells, live_notes, status_with_live
 
     catalog, apps = _rendered(catalog_dir, (), gateway=True)
     client = _client(catalog, environment)
-    prefix = catalog.settings.prefix
-    # The live side (fleet/observe.py): containers, traffic, cold starts, snapshot state, looked up in
-    # parallel, and meanwhile the plan rows.
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..observe import LIVE_HEADER, live_cells, live_notes, live_status
-
-    deployed_apps = client.deployed_apps(prefix)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="live") as background:
-        specs = [a.spec for a in apps if a.spec.app_name in deployed_apps]
-        live_rows = background.submit(live_status, client, specs)
-        rows = status_rows(make_plan(apps, deployed_apps, orphans_of=prefix), client)
-        live = live_rows.result()
+    rows, live = status_with_live(client, read_plan(client, apps, catalog.settings.prefix))
     if as_json:
         merged = [{**r, "live": live[r["name"]].as_dict() if r["name"] in live else None} for r in rows]
         click.echo(json.dumps(merged, indent=2))
@@ -82,13 +71,10 @@ def endpoints(environment: str | None, catalog_dir: Path, as_json: bool, output_
     from ..gateway.render import GatewaySpec
 
     catalog, apps = _rendered(catalog_dir, (), gateway=True)
+    from ..deploy import endpoint_urls
+
     client = _client(catalog, environment)
-    deployed = client.deployed_apps(catalog.settings.prefix)
-    urls = {
-        app.spec.name: client.web_url(app.spec.app_name, app.spec.class_name)
-        for app in apps
-        if app.spec.app_name in deployed
-    }
+    urls = {row.name: row.url for row in endpoint_urls(client, [app.spec for app in apps]) if row.deployed}
     gateway = next((a for a in apps if isinstance(a.spec, GatewaySpec)), None)
     front = urls.pop(gateway.spec.name, None) if gateway else None
     rows = [Endpoint("gateway", f"{front}/v1", None, True)] if front else []

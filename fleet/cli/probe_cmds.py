@@ -60,22 +60,16 @@ def _modal_endpoints(
     specs: list[Any], client: Any, api_key: str, url: str | None = None
 ) -> tuple[list[tuple[Any, Any]], list[tuple[str, str]]]:
     """(spec, Endpoint) for each deployed model, and (name, reason) for those that cannot be probed."""
+    from ..deploy import endpoint_urls
     from ..probe import Endpoint
 
-    if not specs:
-        return [], []
-    deployed = client.deployed_apps(specs[0].settings.prefix)
     found, missing = [], []
-    for spec in specs:
-        if spec.app_name not in deployed:
-            missing.append((spec.name, "not deployed (run `fleet deploy`)"))
+    for spec, row in zip(specs, endpoint_urls(client, specs)):
+        base_url = (url or row.base_url) if row.deployed else None  # --url stands in for Modal's endpoint
+        if base_url is None:
+            missing.append((spec.name, row.problem or "no endpoint"))
             continue
-        web_url = url or client.web_url(spec.app_name, spec.class_name)
-        if web_url is None:
-            missing.append((spec.name, "deployed, but Modal has no web endpoint for it (redeploy with --force)"))
-            continue
-        base = url or f"{web_url}/v1"
-        found.append((spec, Endpoint(spec.name, base, spec.name, api_key)))
+        found.append((spec, Endpoint(spec.name, base_url, spec.name, api_key)))
     return found, missing
 
 

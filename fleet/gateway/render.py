@@ -1,15 +1,16 @@
 """The gateway's Modal app, rendered from the catalog like a model's (deploy side: never shipped).
 
-`render_gateway(catalog)` gives a `RenderedApp` whose `spec` answers what the deploy path reads of a model
-(name, app_name, module_name, class_name, source, secrets, gpu, snapshot), so `fleet deploy --all` deploys
-it beside the models: a CPU-only app with its own small image (Starlette + httpx, no vLLM).
+`render_gateway(catalog)` gives a `GatewayApp`, which answers the plan's app protocol (fleet.plan.PlannedApp)
+like a model's `RenderedApp`, so `fleet plan` and `fleet deploy --all` treat it as one more item: a CPU-only
+app with its own small image (Starlette + httpx, no vLLM), no snapshot to lose and no weights to fetch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,57 @@ class GatewaySpec:
         return (self.settings.api_key_secret,)  # the internal key the gateway sends to the model apps
 
 
+@dataclass(frozen=True)
+class GatewayApp:
+    """The rendered gateway as the plan sees an app (fleet.plan.PlannedApp)."""
+
+    spec: GatewaySpec
+    source: str
+    spec_hash: str  # of the source and the gateway code it ships
+
+    name = NAME
+    class_name = CLASS_NAME
+    snapshot = False
+    has_weights = False
+    gpu_type = None
+    gpu_count = 0
+    # Scaling changes redeploy it: the gateway has no snapshot, so a redeploy costs a few seconds of CPU.
+    scaling = None
+
+    @property
+    def app_name(self) -> str:
+        return self.spec.app_name
+
+    @property
+    def module_name(self) -> str:
+        return self.spec.module_name
+
+    @property
+    def filename(self) -> str:
+        return f"{self.spec.module_name}.py"
+
+    @property
+    def catalog_file(self) -> str:
+        return Path(self.spec.source).name
+
+    @property
+    def startup_timeout(self) -> int:
+        return 60
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self.spec.secrets
+
+    @property
+    def deploy_keys(self) -> dict[str, str]:
+        """Recorded in the app's tags so a plan can say what changed (long values are kept as a digest)."""
+        settings = self.spec.gateway
+        return {
+            "gateway": json.dumps(asdict(settings), sort_keys=True),
+            "gateway.models": ",".join(m["name"] for m in self.spec.models),
+        }
+
+
 def gateway_models(models: tuple[ModelSpec, ...]) -> tuple[dict[str, Any], ...]:
     """Each model as the gateway needs it: what /v1/models shows and where and how long to wait."""
     return tuple(
@@ -87,9 +139,9 @@ def gateway_models(models: tuple[ModelSpec, ...]) -> tuple[dict[str, Any], ...]:
     )
 
 
-def render_gateway(catalog: Catalog) -> Any:
-    """The gateway's app for this catalog (a `fleet.render.RenderedApp`)."""
-    from ..render import RenderedApp, app_tags
+def render_gateway(catalog: Catalog) -> GatewayApp:
+    """The gateway's app for this catalog."""
+    from ..render import app_tags
 
     clash = [m for m in catalog.models if m.app_name == f"{catalog.settings.prefix}-{NAME}"]
     if clash:
@@ -109,7 +161,7 @@ def render_gateway(catalog: Catalog) -> Any:
         shipped_files=SHIPPED_FILES,
         scaledown_window=SCALEDOWN_WINDOW,
     )
-    return RenderedApp(spec=spec, source=source, spec_hash=gateway_hash(source))  # type: ignore[arg-type]
+    return GatewayApp(spec=spec, source=source, spec_hash=gateway_hash(source))
 
 
 def gateway_hash(source: str) -> str:
@@ -125,7 +177,7 @@ def _template() -> Any:
     return model_template().environment.get_template("gateway.py.j2")
 
 
-def gateway_apps(catalog: Catalog) -> list[Any]:
+def gateway_apps(catalog: Catalog) -> list[GatewayApp]:
     """[the gateway's rendered app] when `gateway.enabled` in _fleet.yaml, else []: what a whole-catalog
     render, plan, deploy, status or orphan search adds to the models' apps."""
     return [render_gateway(catalog)] if catalog.settings.gateway.enabled else []
