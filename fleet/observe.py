@@ -539,12 +539,21 @@ def split_by_team(costs: Iterable[ModelCost], usage: Iterable[UsageRow]) -> list
 
 
 def usage_rows(catalog: Any, start: datetime, end: datetime) -> list[UsageRow]:
-    """SEAM: the gateway's usage store (tokens per team x model x day) plugs in here.
+    """The gateway's usage (tokens per team x model x day, from the Modal Dict named in `_fleet.yaml`) for the
+    days of [start, end). No gateway enabled: no usage, and `fleet cost` shows no per-team split."""
+    if not catalog.settings.gateway.enabled:
+        return []
+    from .gateway.store import ModalDictStore
+    from .gateway.usage import summarize
 
-    Until the gateway exists there is none, and `fleet cost` shows no per-team split. Return the rows of
-    [start, end) for the models of `catalog`; `split_by_team` does the rest.
-    """
-    return []
+    store = ModalDictStore(catalog.settings.gateway.usage_dict, catalog.settings.environment)
+    first, last = start.date().isoformat(), end.date().isoformat()
+    return [
+        UsageRow(row.team, row.model, date.fromisoformat(row.day), row.counters.prompt_tokens,
+                 row.counters.completion_tokens)
+        for row in summarize(store.items(), since_day=first)
+        if row.day < last or (row.day == last and end.time() != datetime.min.time())
+    ]
 
 
 @dataclass(frozen=True)

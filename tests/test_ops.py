@@ -11,7 +11,7 @@ import io
 import json
 import threading
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -374,7 +374,7 @@ def test_cost_reads_the_billing_report_by_tags(deployed) -> None:
     assert lines[1].split() == ["MODEL", "GPU", "GPU", "$", "OTHER", "$", "TOTAL", "$", "GPU", "$/H"]
     assert lines[2].split() == ["beta", "A100-80GB:2", "20.00", "1.00", "21.00", "5.00"]
     assert "total: $25.35" in table.stdout and "someone" not in table.stdout
-    assert "per team: no usage recorded (the gateway's usage store is not connected)" in table.stdout
+    assert "per team: no gateway usage recorded for this period (the split needs `gateway: {enabled: true}`)" in table.stdout
 
     as_csv = list(csv.reader(io.StringIO(fleet("cost", "--csv").stdout)))
     assert as_csv[0] == ["model", "app", "gpu_usd", "other_usd", "total_usd", "gpu_usd_per_hour", "rate_source"]
@@ -382,12 +382,22 @@ def test_cost_reads_the_billing_report_by_tags(deployed) -> None:
     assert [r[0] for r in as_csv[1:]] == ["beta", "alpha", "gamma"]  # gamma: no cost, its rate still listed
 
 
-def test_cost_splits_per_team_when_usage_rows_arrive(deployed, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cost_splits_per_team_by_the_gateways_usage(deployed, catalog: Path) -> None:
+    """The usage the gateway wrote into its Modal Dict (fleet/gateway/usage.py) splits each model's bill."""
+    from fleet.gateway.store import ModalDictStore
+    from fleet.gateway.usage import UsageMeter
+
+    settings = catalog / "_fleet.yaml"
+    settings.write_text(settings.read_text() + "gateway: {enabled: true, usage_dict: fleet-usage}\n")
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     deployed.add_billing("fleet-alpha", today, {"GPU (L4)": "3.00"})
-    usage = [observe.UsageRow("search", "alpha", today.date(), 10, 20), observe.UsageRow("ads", "alpha", today.date(), 60, 0)]
-    monkeypatch.setattr(observe, "usage_rows", lambda catalog, start, end: usage)
+    for instance, (team, prompt, completion) in enumerate([("search", 10, 20), ("ads", 40, 0), ("ads", 20, 0)]):
+        meter = UsageMeter(ModalDictStore("fleet-usage"), instance=f"container-{instance}")
+        meter.record(team, "alpha", prompt_tokens=prompt, completion_tokens=completion)
+        meter.record("ads", "alpha", now=(today - timedelta(days=400)).timestamp())  # outside the period
+        meter.flush()
     result = fleet("cost")
+    assert result.exit_code == 0, result.output
     assert "Per team" in result.stdout
     teams = {ln.split()[0]: ln.split()[-1] for ln in result.stdout.splitlines()[-3:] if ln.split()[1:2] == ["alpha"]}
     assert teams == {"ads": "2.00", "search": "1.00"}

@@ -165,7 +165,7 @@ def _print_cost(report: Any) -> None:
         teams = [[t["team"], t["model"], str(t["tokens"]), t["usd"]] for t in data["teams"]]
         echo_table(["TEAM", "MODEL", "TOKENS", "$"], teams)
     else:
-        click.echo("per team: no usage recorded (the gateway's usage store is not connected)")
+        click.echo("per team: no gateway usage recorded for this period (the split needs `gateway: {enabled: true}`)")
 
 
 # --- rollback -----------------------------------------------------------------------------------------------
