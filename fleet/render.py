@@ -47,21 +47,11 @@ _MASKED_SCALING = {"min_containers": -910001, "max_containers": -910002, "scaled
 SECRET_KEYS = frozenset({"vllm.env"})
 
 
-@dataclass(frozen=True)
-class RenderedApp:
-    """One model's rendered Modal app, and what the plan compares with the deployed app's tags.
+class AppFromSpec:
+    """The naming part of the plan's app protocol (fleet.plan.PlannedApp), answered from the app's spec:
+    what a model's `RenderedApp` and the gateway's `GatewayApp` share."""
 
-    It answers the plan's app protocol (fleet.plan.PlannedApp): another kind of app (the gateway) can
-    join a plan by answering the same attributes.
-    """
-
-    spec: ModelSpec
-    source: str
-    spec_hash: str  # of the source (scaling masked out) and the runtime it ships
-
-    @property
-    def filename(self) -> str:
-        return f"{self.spec.module_name}.py"
+    spec: Any
 
     @property
     def name(self) -> str:
@@ -80,8 +70,29 @@ class RenderedApp:
         return self.spec.class_name
 
     @property
+    def filename(self) -> str:
+        return f"{self.spec.module_name}.py"
+
+    @property
     def catalog_file(self) -> str:
         return Path(self.spec.source).name
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self.spec.secrets
+
+
+@dataclass(frozen=True)
+class RenderedApp(AppFromSpec):
+    """One model's rendered Modal app, and what the plan compares with the deployed app's tags.
+
+    It answers the plan's app protocol (fleet.plan.PlannedApp): another kind of app (the gateway) can
+    join a plan by answering the same attributes.
+    """
+
+    spec: ModelSpec
+    source: str
+    spec_hash: str  # of the source (scaling masked out) and the runtime it ships
 
     @property
     def scaling(self) -> ScalingValues:
@@ -107,10 +118,6 @@ class RenderedApp:
     @property
     def has_weights(self) -> bool:
         return True
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return self.spec.secrets
 
     @property
     def secret_keys(self) -> frozenset[str]:

@@ -109,6 +109,7 @@ def test_render_writes_files_and_check_finds_stale_ones(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["render", "--all", "--out", str(out), *catalog]).exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "fleet_gateway.py",  # the shipped catalog enables the gateway (_fleet.yaml)
         "fleet_llama3_1_8b.py",
         "fleet_mistral_small_24b.py",
         "fleet_qwen3_235b_a22b.py",
@@ -125,7 +126,7 @@ def test_render_writes_files_and_check_finds_stale_ones(tmp_path: Path) -> None:
     leftover = runner.invoke(main, ["render", "--all", "--check", "--out", str(out), *catalog])
     assert leftover.exit_code == 1
     assert "fleet_retired.py: not from any catalog model (delete it)" in leftover.stderr
-    assert "4 of 5 rendered app(s) up to date" in leftover.stdout
+    assert "5 of 6 rendered app(s) up to date" in leftover.stdout
 
 
 def test_rendered_apps_import_offline_with_the_real_modal(shipped, tmp_path: Path) -> None:
@@ -208,9 +209,14 @@ def test_modal_receives_gpu_snapshot_volumes_secrets_and_scaling(fake_modal, shi
 
 def test_one_image_definition_for_the_whole_fleet(fake_modal, shipped, tmp_path: Path) -> None:
     deploy_shipped(fake_modal, tmp_path)
-    # from_registry -> entrypoint -> env: three layers of ONE definition, shared by every app
-    assert fake_modal.distinct_images() == 3
-    assert len(shipped.models) == 5
+    # from_registry -> entrypoint -> env: three layers of ONE definition, shared by every model app
+    engine_images = {
+        function_creates(fake_modal, spec.app_name)[f"{spec.class_name}.*"].image_id for spec in shipped.models
+    }
+    assert len(shipped.models) == 5 and len(engine_images) == 1
+    # the gateway's own small image (debian_slim + pip_install: no vLLM) adds its layers, nothing more
+    gateway_image = function_creates(fake_modal, "fleet-gateway")["Gateway.*"].image_id
+    assert gateway_image not in engine_images
 
 
 def test_runtime_is_shipped_beside_the_app(fake_modal, tmp_path: Path) -> None:

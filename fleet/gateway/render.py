@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FleetError
+from ..render import AppFromSpec
 from ..spec import Catalog, GatewaySettings, ModelSpec, Settings
 
 NAME = "gateway"
@@ -72,15 +73,13 @@ class GatewaySpec:
 
 
 @dataclass(frozen=True)
-class GatewayApp:
+class GatewayApp(AppFromSpec):
     """The rendered gateway as the plan sees an app (fleet.plan.PlannedApp)."""
 
     spec: GatewaySpec
     source: str
     spec_hash: str  # of the source and the gateway code it ships
 
-    name = NAME
-    class_name = CLASS_NAME
     snapshot = False
     has_weights = False
     gpu_type = None
@@ -89,28 +88,8 @@ class GatewayApp:
     scaling = None
 
     @property
-    def app_name(self) -> str:
-        return self.spec.app_name
-
-    @property
-    def module_name(self) -> str:
-        return self.spec.module_name
-
-    @property
-    def filename(self) -> str:
-        return f"{self.spec.module_name}.py"
-
-    @property
-    def catalog_file(self) -> str:
-        return Path(self.spec.source).name
-
-    @property
     def startup_timeout(self) -> int:
         return 60
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return self.spec.secrets
 
     @property
     def deploy_keys(self) -> dict[str, str]:
