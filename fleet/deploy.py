@@ -37,6 +37,7 @@ class Outcome:
     url: str | None = None
     error: str | None = None
     fetch_next: bool = False  # the weight prefetch is still to run
+    notes: tuple[str, ...] = ()  # what Modal warned about when it took the deploy
 
     @property
     def failed(self) -> bool:
@@ -51,6 +52,7 @@ class Outcome:
             "seconds": round(self.seconds, 2),
             "url": self.url,
             "error": self.error,
+            "notes": list(self.notes),
         }
 
 
@@ -330,7 +332,7 @@ def _apply_one(item: PlanItem, client: ModalClient, apps_dir: Path, fetch_weight
             return _update_live(item, client, started, fetch_next, report)
         report(item.name, f"deploying ({item.action.value})")
         weights = Weights.PENDING if fetch_weights else Weights.SKIPPED
-        url = client.deploy(
+        published = client.deploy(
             apps_dir / app.filename,
             app.module_name,
             app.class_name,
@@ -338,10 +340,25 @@ def _apply_one(item: PlanItem, client: ModalClient, apps_dir: Path, fetch_weight
             pending_tags=tags_for(app, weights=Weights.PENDING, pending=True),
         )
         seconds = time.monotonic() - started
-        report(item.name, f"deployed in {seconds:.1f}s: {url}")
-        return Outcome(item, "deployed", seconds, url=url, fetch_next=fetch_next)
+        report(item.name, f"deployed in {seconds:.1f}s: {published.url}")
+        notes = deploy_notes(published.warnings, snapshot=app.snapshot)
+        for note in notes:
+            report(item.name, f"note: {note}")
+        return Outcome(item, "deployed", seconds, url=published.url, fetch_next=fetch_next, notes=notes)
     except Exception as exc:  # noqa: BLE001 - one app's failure is reported, never raised over the others
         return _failed(item, exc, started, report)
+
+
+def deploy_notes(warnings: tuple[str, ...], *, snapshot: bool) -> tuple[str, ...]:
+    """Modal's warnings about a deploy, in its words; one about snapshots on a snapshot model also says what
+    to ask Modal for, since GPU memory snapshots are an alpha feature a workspace must have enabled."""
+    from .probe import SNAPSHOT_ALPHA_HINT
+
+    notes = []
+    for warning in warnings:
+        about_snapshots = snapshot and "snapshot" in warning.lower()
+        notes.append(f"Modal: {warning}" + (f" ({SNAPSHOT_ALPHA_HINT})" if about_snapshots else ""))
+    return tuple(notes)
 
 
 def _update_live(item: PlanItem, client: ModalClient, started: float, fetch_next: bool, report: Progress) -> Outcome:

@@ -67,6 +67,14 @@ def _translating(cls: type) -> type:
     return cls
 
 
+@dataclass(frozen=True)
+class Published:
+    """What a deploy answered: the web endpoint's URL and the server's warnings, in Modal's words."""
+
+    url: str | None
+    warnings: tuple[str, ...] = ()
+
+
 # --- operating the fleet: stats, logs, history, rollback, billing (fleet/observe.py) ------------------------
 # Modal's answers are turned into the small frozen types below, so nothing past this seam sees a modal type,
 # and Modal's errors into FleetErrors that name the app.
@@ -374,15 +382,17 @@ class ModalClient(OpsMixin):
         tags: dict[str, str],
         *,
         pending_tags: dict[str, str] | None = None,
-    ) -> str | None:
+    ) -> Published:
         """Deploy one rendered app file; record `tags` on it (a redeploy does not send constructor tags).
 
         With `pending_tags`, an app already deployed is first marked with them: if that write fails, nothing
         is deployed; if the deploy or the final write fails, the app stays marked pending, so the next plan
-        never takes it for what the catalog says. Returns the web endpoint's URL.
+        never takes it for what the catalog says. Returns the web endpoint's URL and Modal's warnings (an
+        option it ignores, such as GPU snapshots in a workspace that does not have them, is said there).
         """
         import modal
         from modal.exception import NotFoundError
+        from modal.runner import deploy_app
 
         module = import_app_module(path, module_name)
         app = module.app
@@ -398,15 +408,17 @@ class ModalClient(OpsMixin):
                     raise ModalError(
                         f"could not mark the app pending before deploying ({describe_error(exc)}); nothing was deployed"
                     ) from exc
-        app.deploy(environment_name=self.environment)
+        # deploy_app (what App.deploy runs) hands back the server's warnings; App.deploy drops them.
+        result = deploy_app(app, environment_name=self.environment)
         try:
-            app.set_tags(tags)
+            modal.App.lookup(app.name, environment_name=self.environment).set_tags(tags)
         except Exception as exc:
             raise ModalError(
                 f"deployed, but recording its state failed ({describe_error(exc)}): it stays marked pending, so "
                 "the next plan redeploys it"
             ) from exc
-        return getattr(module, class_name)().serve.get_web_url()
+        url = getattr(module, class_name)().serve.get_web_url()
+        return Published(url, tuple(result.warnings))
 
     def set_tags(self, app_name: str, tags: dict[str, str]) -> None:
         """Replace the tags of a deployed app (Modal's set_tags replaces the whole set)."""

@@ -261,6 +261,9 @@ class FakeModal(DictMixin, TagFailuresMixin, FakeModalOps, ModalClientBase):
             # The 1.6.4 client also sends the App's constructor tags in AppPublishRequest.tags on every deploy.
             # facts.md says tags are only applied when the app is first created (AppCreate); keep that by default.
             self.publish_applies_tags: bool = False
+            # Warnings the server attaches to an app's AppPublish answer (app name -> messages), as Modal does
+            # for options it ignores; the client hands them back in DeployResult.warnings.
+            self.publish_warnings: dict[str, list[str]] = {}
             self.require_token: bool = True
             # Function calls (`.remote()`): no user code runs; each input gets a canned result.
             self.function_results: dict[str, Any] = {}  # function name -> value returned by `.remote()`
@@ -614,8 +617,11 @@ class FakeModal(DictMixin, TagFailuresMixin, FakeModalOps, ModalClientBase):
             if fn is not None:
                 fn.tag = tag
                 fn.autoscaler_override = api_pb2.AutoscalerSettings()  # a deploy resets autoscaler overrides
+        warnings = [api_pb2.Warning(message=m) for m in self.publish_warnings.get(app.name, [])]
         return api_pb2.AppPublishResponse(
-            url=f"https://modal.com/apps/{self.workspace}/{env}/deployed/{app.name}", deployed_at=app.deployed_at
+            url=f"https://modal.com/apps/{self.workspace}/{env}/deployed/{app.name}",
+            deployed_at=app.deployed_at,
+            server_warnings=warnings,
         )
 
     def _rpc_AppGetTags(self, req: api_pb2.AppGetTagsRequest):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -605,3 +606,23 @@ def test_live_update_whose_record_fails_is_applied_again_not_forgotten(fake_moda
     assert fleet("deploy", "alpha").exit_code == 0
     assert fake_modal.calls("FunctionUpdateSchedulingParams")[-1].settings.max_containers == 1
     assert plan_rows(fleet("plan", "alpha"))["alpha"] == "unchanged"
+
+
+def test_deploy_says_what_modal_warned_about_and_what_to_ask_for_snapshots(fake_modal, tmp_path: Path) -> None:
+    """GPU snapshots are an alpha feature: when Modal's answer to a deploy says it ignored the option, the
+    deploy says so plainly, with what to ask Modal for, instead of leaving slow cold starts unexplained."""
+    catalog = write_catalog(tmp_path / "catalog", {"alpha": model("alpha", snapshot=True)})
+    fake_modal.publish_warnings["fleet-alpha"] = ["GPU memory snapshots are not enabled for this workspace"]
+    result = CliRunner().invoke(main, ["deploy", "--all", "--skip-weights", "--catalog", str(catalog),
+                                       "--out", str(tmp_path / "apps")])
+    assert result.exit_code == 0, result.output
+    note = [line for line in result.stdout.splitlines() if line.startswith("note: alpha: ")]
+    assert note == [
+        "note: alpha: Modal: GPU memory snapshots are not enabled for this workspace (GPU memory snapshots are an "
+        "alpha feature that Modal enables per workspace: if cold starts stay slow, ask Modal (support or your "
+        "shared Slack channel) to enable GPU memory snapshots for this workspace)"
+    ]
+    report = CliRunner().invoke(main, ["deploy", "--all", "--force", "--skip-weights", "--json", "--catalog",
+                                       str(catalog), "--out", str(tmp_path / "apps")])
+    [outcome] = json.loads(report.stdout)["outcomes"]
+    assert outcome["notes"] == [note[0].removeprefix("note: alpha: ")]

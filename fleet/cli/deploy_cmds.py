@@ -190,6 +190,9 @@ def _print_outcomes(applied: Any) -> None:
     click.echo()
     echo_table(["NAME", "ACTION", "RESULT", "TIME", "URL / ERROR"], rows)
     click.echo(f"\n{applied.summary()}")
+    for outcome in applied.outcomes:
+        for note in outcome.notes:
+            click.echo(f"note: {outcome.item.name}: {note}")
 
 
 def _progress(*, err: bool) -> Any:
