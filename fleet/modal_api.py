@@ -141,7 +141,7 @@ def _modal_errors(what: str) -> Iterator[None]:
     except NotFoundError as exc:
         raise AppNotDeployed(f"{what}: not found on Modal ({exc})") from None
     except Exception as exc:
-        if not type(exc).__module__.startswith(("modal", "grpclib")):
+        if not _is_modal_error(exc):
             raise
         raise ModalUnavailable(f"{what}: {describe_error(exc)}") from None
 

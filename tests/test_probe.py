@@ -112,12 +112,7 @@ def _handler(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
             return False
 
         def _json(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, payload)
 
         def do_GET(self) -> None:
             stand_in.requests.append(("GET", self.path, dict(self.headers)))
@@ -157,6 +152,16 @@ def _handler(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
 
     return Handler
 
+
+
+def send_json(handler: Any, status: int, payload: Any) -> None:
+    """An http.server handler's JSON answer, as an OpenAI-compatible server sends it."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 @pytest.fixture
 def stand_in(request: pytest.FixtureRequest) -> Iterator[StandIn]:
@@ -509,12 +514,7 @@ class _Echo(BaseHTTPRequestHandler):
         pass
 
     def _json(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
     def do_GET(self) -> None:
         echo = self.headers.get("Authorization", "")
