@@ -153,7 +153,6 @@ def _handler(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-
 def send_json(handler: Any, status: int, payload: Any) -> None:
     """An http.server handler's JSON answer, as an OpenAI-compatible server sends it."""
     data = json.dumps(payload).encode()
@@ -162,6 +161,7 @@ def send_json(handler: Any, status: int, payload: Any) -> None:
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
 
 @pytest.fixture
 def stand_in(request: pytest.FixtureRequest) -> Iterator[StandIn]:
